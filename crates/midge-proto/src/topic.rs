@@ -1,0 +1,1 @@
+//! Topic names and topic filters: validation and matching (stub: to be written).

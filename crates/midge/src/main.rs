@@ -1,0 +1,2 @@
+//! The `midge` binary: the broker and its subcommands.
+fn main() {}
