@@ -1,0 +1,100 @@
+//! The broker's settings, after parsing: what every part of the broker reads.
+//!
+//! Parsing (Midge's TOML and Mosquitto's `mosquitto.conf`) lives in the `midge` binary;
+//! this struct is the one shape both formats produce. Defaults follow Mosquitto 2.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Address and port to bind. Port 0 picks a free port (tests).
+    pub bind: SocketAddr,
+    /// Maximum simultaneous connections on this listener; `None` for no limit.
+    pub max_connections: Option<usize>,
+    /// Whether clients without a username may connect on this listener.
+    pub allow_anonymous: bool,
+}
+
+/// The broker's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    /// Largest keep-alive a client may ask for, in seconds; larger requests are answered
+    /// with Server Keep Alive (5.0) or refused (3.1.1, as Mosquitto does). 0 = no limit.
+    pub max_keepalive: u16,
+    /// In-flight QoS 1/2 messages per client towards the client (0 = no limit, capped at
+    /// 65535). Also the Receive Maximum the broker advertises to 5.0 clients.
+    pub max_inflight_messages: u16,
+    /// Messages queued per client beyond the in-flight window (0 = no limit).
+    pub max_queued_messages: usize,
+    /// Bytes queued per client (0 = no limit).
+    pub max_queued_bytes: usize,
+    /// Whether QoS 0 messages are queued for offline persistent sessions.
+    pub queue_qos0_messages: bool,
+    /// Largest PUBLISH payload accepted, in bytes (0 = no limit beyond the protocol's).
+    pub message_size_limit: usize,
+    /// Largest packet accepted from clients, in bytes (advertised as Maximum Packet Size in
+    /// 5.0). 0 = the protocol maximum (268,435,455 bytes + header).
+    pub max_packet_size: u32,
+    /// How often `$SYS` statistics are published; zero disables them.
+    pub sys_interval: Duration,
+    /// Persistent sessions of clients that stay away longer than this are removed (the
+    /// upper bound of a 3.1.1 session's life; 5.0 sessions use their own expiry if
+    /// shorter). `None` = never.
+    pub persistent_client_expiration: Option<Duration>,
+    pub retain_available: bool,
+    /// Largest QoS the broker grants (advertised as Maximum QoS in 5.0).
+    pub max_qos: u8,
+    /// Topic Alias Maximum advertised to 5.0 clients (aliases clients may use towards us).
+    pub max_topic_alias: u16,
+    /// Whether the broker assigns topic aliases on messages it sends to 5.0 clients that
+    /// accept them.
+    pub outgoing_topic_aliases: bool,
+    /// A connection that has not sent CONNECT within this time is closed.
+    pub connect_timeout: Duration,
+    /// Whether an empty client ID from a 3.1.1 client with clean session is given an
+    /// assigned ID (as 5.0 is). Mosquitto's `allow_zero_length_clientid`.
+    pub allow_zero_length_clientid: bool,
+    /// Prefix of assigned client IDs. Mosquitto's `auto_id_prefix`.
+    pub auto_id_prefix: String,
+    /// Largest total connections over all listeners; `None` = no limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![
+                ListenerConfig {
+                    bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                    max_connections: None,
+                    allow_anonymous: true,
+                },
+                ListenerConfig {
+                    bind: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1883)),
+                    max_connections: None,
+                    allow_anonymous: true,
+                },
+            ],
+            max_keepalive: 65535,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            queue_qos0_messages: false,
+            message_size_limit: 0,
+            max_packet_size: 0,
+            sys_interval: Duration::from_secs(10),
+            persistent_client_expiration: None,
+            retain_available: true,
+            max_qos: 2,
+            max_topic_alias: 10,
+            outgoing_topic_aliases: true,
+            connect_timeout: Duration::from_secs(10),
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_string(),
+            max_connections: None,
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Routing (stub).
+pub mod trie;
