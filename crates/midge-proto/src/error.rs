@@ -38,3 +38,22 @@ impl DecodeError {
         }
     }
 }
+
+/// The error for a packet whose body ends before the fields it declares.
+pub(crate) const SHORT: DecodeError = DecodeError::Malformed("packet shorter than its fields");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_reason_code() {
+        assert_eq!(DecodeError::Malformed("x").reason_code().0, 0x81);
+        assert_eq!(DecodeError::Protocol("x").reason_code().0, 0x82);
+        let too_large = DecodeError::PacketTooLarge { size: 2, max: 1 };
+        assert_eq!(too_large.reason_code().0, 0x95);
+        let unsupported = DecodeError::UnsupportedProtocol { level: 9 };
+        assert_eq!(unsupported.reason_code().0, 0x84);
+        assert_eq!(DecodeError::TopicNameInvalid("x").reason_code().0, 0x90);
+    }
+}
