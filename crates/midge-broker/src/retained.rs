@@ -345,4 +345,65 @@ mod tests {
         t.insert(&deep, 2);
         drop(t);
     }
+
+    mod model {
+        use super::*;
+        use crate::router::trie::tests::model::{filter, topic};
+        use midge_proto::topic::matches;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert(String, u32),
+            Remove(String),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (topic(), any::<u32>()).prop_map(|(t, v)| Op::Insert(t, v)),
+                2 => topic().prop_map(Op::Remove),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn retained_tree_matches_like_a_linear_scan(
+                ops in prop::collection::vec(op(), 0..60),
+                filters in prop::collection::vec(filter(), 1..10),
+            ) {
+                let mut tree = RetainedTree::new();
+                let mut model: Vec<(String, u32)> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Insert(t, v) => {
+                            let i = model.iter().position(|(mt, _)| *mt == t);
+                            let old = i.map(|i| model.swap_remove(i).1);
+                            prop_assert_eq!(tree.insert(&t, v), old);
+                            model.push((t, v));
+                        }
+                        Op::Remove(t) => {
+                            let i = model.iter().position(|(mt, _)| *mt == t);
+                            let old = i.map(|i| model.swap_remove(i).1);
+                            prop_assert_eq!(tree.remove(&t), old);
+                        }
+                    }
+                    prop_assert_eq!(tree.len(), model.len());
+                    for filter in &filters {
+                        let mut want: Vec<_> =
+                            model.iter().filter(|(t, _)| matches(filter, t)).cloned().collect();
+                        want.sort();
+                        prop_assert_eq!(matched(&tree, filter), want, "{}", filter);
+                    }
+                }
+                for (t, v) in &model {
+                    prop_assert_eq!(tree.get(t), Some(v));
+                }
+                for (t, _) in &model {
+                    prop_assert!(tree.remove(t).is_some());
+                }
+                prop_assert!(tree.is_empty());
+                prop_assert!(tree.root.children.is_empty());
+            }
+        }
+    }
 }

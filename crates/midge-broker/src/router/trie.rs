@@ -503,7 +503,7 @@ impl<T: Copy, const N: usize> SmallStack<T, N> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn matched(trie: &SubscriptionTrie<u32, u32>, topic: &str) -> Vec<(String, u32, u32)> {
@@ -633,5 +633,103 @@ mod tests {
         }
         let popped: Vec<u32> = std::iter::from_fn(|| s.pop()).collect();
         assert_eq!(popped, [4, 3, 2, 1, 0]);
+    }
+
+    pub(crate) mod model {
+        use super::*;
+        use midge_proto::topic::matches;
+        use proptest::prelude::*;
+
+        /// A filter of 1 to 4 levels from a small alphabet, so that filters collide and
+        /// wildcards, empty levels and `$` topics all meet; truncated after a `#` to stay valid.
+        pub(crate) fn filter() -> impl Strategy<Value = String> {
+            let level = prop::sample::select(vec!["", "a", "b", "$SYS", "+", "#"]);
+            prop::collection::vec(level, 1..5).prop_map(|levels| {
+                let end = levels
+                    .iter()
+                    .position(|l| *l == "#")
+                    .map_or(levels.len(), |i| i + 1);
+                levels[..end].join("/")
+            })
+        }
+
+        pub(crate) fn topic() -> impl Strategy<Value = String> {
+            let level = prop::sample::select(vec!["", "a", "b", "$SYS", "$"]);
+            prop::collection::vec(level, 1..5).prop_map(|levels| levels.join("/"))
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert(String, u8, u32),
+            Remove(String, u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (filter(), 0..3u8, any::<u32>()).prop_map(|(f, k, v)| Op::Insert(f, k, v)),
+                2 => (filter(), 0..3u8).prop_map(|(f, k)| Op::Remove(f, k)),
+            ]
+        }
+
+        fn expected(model: &[(String, u8, u32)], topic: &str) -> Vec<(String, u8, u32)> {
+            let mut out: Vec<_> = model
+                .iter()
+                .filter(|(f, _, _)| matches(f, topic))
+                .cloned()
+                .collect();
+            out.sort();
+            out
+        }
+
+        fn actual(trie: &SubscriptionTrie<u8, u32>, topic: &str) -> Vec<(String, u8, u32)> {
+            let mut out = Vec::new();
+            trie.for_each_match(topic, |f, k, v| out.push((f.to_owned(), *k, *v)));
+            out.sort();
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn trie_matches_like_a_linear_scan(
+                ops in prop::collection::vec(op(), 0..60),
+                topics in prop::collection::vec(topic(), 1..10),
+            ) {
+                let mut trie = SubscriptionTrie::new();
+                let mut model: Vec<(String, u8, u32)> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Insert(f, k, v) => {
+                            let i = model.iter().position(|(mf, mk, _)| *mf == f && *mk == k);
+                            let old = i.map(|i| model.swap_remove(i).2);
+                            prop_assert_eq!(trie.insert(&f, k, v), old);
+                            model.push((f, k, v));
+                        }
+                        Op::Remove(f, k) => {
+                            let i = model.iter().position(|(mf, mk, _)| *mf == f && *mk == k);
+                            let old = i.map(|i| model.swap_remove(i).2);
+                            prop_assert_eq!(trie.remove(&f, &k), old);
+                        }
+                    }
+                    prop_assert_eq!(trie.len(), model.len());
+                    for topic in &topics {
+                        prop_assert_eq!(actual(&trie, topic), expected(&model, topic), "{}", topic);
+                    }
+                }
+                for (f, k, v) in &model {
+                    prop_assert_eq!(trie.get(f, k), Some(v));
+                }
+                let mut all = Vec::new();
+                trie.for_each(|f, k, v| all.push((f.to_owned(), *k, *v)));
+                all.sort();
+                model.sort();
+                prop_assert_eq!(&all, &model);
+                // Removing everything leaves no node behind.
+                for (f, k, _) in &model {
+                    prop_assert!(trie.remove(f, k).is_some());
+                }
+                prop_assert!(trie.is_empty());
+                prop_assert_eq!(trie.root.branches(), 0);
+            }
+        }
     }
 }
