@@ -1,8 +1,16 @@
 //! The Midge MQTT broker as a library: listeners, connections, sessions, routing,
 //! retained messages, wills and `$SYS` statistics. Embeddable in tests.
 
+pub mod broker;
 pub mod config;
+mod connection;
+mod listener;
+pub mod message;
+mod protocol;
 pub mod retained;
 pub mod router;
+pub mod session;
+pub mod sys;
 
+pub use broker::{Broker, BrokerInner, StartError};
 pub use config::{Config, ListenerConfig};

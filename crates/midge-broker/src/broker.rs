@@ -1,0 +1,286 @@
+//! The broker: shared state, start-up of listeners, the publish path and shutdown.
+
+use crate::config::Config;
+use crate::message::{Message, SessionId};
+use crate::retained::RetainedTree;
+use crate::router::{RouteScratch, Router, SubKey};
+use crate::session::{SessionCell, Sessions};
+use crate::sys::Stats;
+use midge_proto::{topic, ByteStr, Properties, QoS};
+use parking_lot::RwLock;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every task of one broker.
+pub struct BrokerInner {
+    pub config: Config,
+    pub router: Router,
+    pub retained: RwLock<RetainedTree<Arc<Message>>>,
+    pub sessions: Sessions,
+    pub stats: Arc<Stats>,
+    pub started: std::time::Instant,
+    pub shutdown: watch::Receiver<bool>,
+    next_conn_id: AtomicU64,
+    live_connections: AtomicUsize,
+    connections_gone: Notify,
+}
+
+impl BrokerInner {
+    pub fn new(config: Config, shutdown: watch::Receiver<bool>) -> Self {
+        BrokerInner {
+            config,
+            router: Router::new(),
+            retained: RwLock::new(RetainedTree::new()),
+            sessions: Sessions::default(),
+            stats: Arc::new(Stats::default()),
+            started: std::time::Instant::now(),
+            shutdown,
+            next_conn_id: AtomicU64::new(1),
+            live_connections: AtomicUsize::new(0),
+            connections_gone: Notify::new(),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a new connection; false when `max_connections` is reached.
+    pub fn try_add_connection(&self) -> bool {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        let mut current = self.live_connections.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return false;
+            }
+            match self.live_connections.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    pub fn remove_connection(&self) {
+        if self.live_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.connections_gone.notify_waiters();
+        }
+    }
+
+    pub fn live_connections(&self) -> usize {
+        self.live_connections.load(Ordering::Acquire)
+    }
+
+    /// The publish path: store or clear the retained message, then route to subscribers.
+    /// Returns the number of deliveries.
+    pub fn publish(&self, msg: &Arc<Message>, scratch: &mut RouteScratch) -> usize {
+        if msg.retain && self.config.retain_available {
+            self.store_retained(msg);
+        }
+        self.router.route(msg, scratch)
+    }
+
+    /// A retained message with an empty payload deletes the retained message of its
+    /// topic and is not stored [MQTT-3.3.1-6, MQTT-3.3.1-7].
+    fn store_retained(&self, msg: &Arc<Message>) {
+        let mut tree = self.retained.write();
+        if msg.payload.is_empty() {
+            tree.remove(&msg.topic);
+        } else {
+            tree.insert(&msg.topic, msg.clone());
+        }
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Publishes a message the broker makes itself (`$SYS`), at QoS 0.
+    pub fn publish_internal(&self, topic_name: &str, payload: String, retain: bool) {
+        let msg = Arc::new(Message {
+            topic: ByteStr::from(topic_name),
+            payload: bytes::Bytes::from(payload),
+            qos: QoS::AtMostOnce,
+            retain,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: 0,
+        });
+        let mut scratch = RouteScratch::default();
+        self.publish(&msg, &mut scratch);
+    }
+
+    /// Ends a session: its subscriptions leave the router, it leaves the registry, and a
+    /// will still waiting for its delay is sent now (the session ended first).
+    pub fn discard_session(&self, cell: &Arc<SessionCell>) {
+        let (subs, will) = {
+            let mut st = cell.state.lock();
+            st.generation += 1;
+            st.queue.clear();
+            st.queued_bytes = 0;
+            st.inflight.clear();
+            (std::mem::take(&mut st.subscriptions), st.pending_will.take())
+        };
+        for filter in subs.keys() {
+            self.unroute(cell.id, filter);
+        }
+        self.sessions.remove_if_same(cell);
+        if let Some(will) = will {
+            let mut scratch = RouteScratch::default();
+            self.publish(&will, &mut scratch);
+        }
+    }
+
+    /// Removes one subscription (as the session stored it) from the router.
+    pub fn unroute(&self, session: SessionId, stored_filter: &ByteStr) -> bool {
+        match topic::parse_shared(stored_filter) {
+            Ok(Some((_group, filter))) => self.router.unsubscribe(
+                filter,
+                &SubKey {
+                    session,
+                    shared: Some(stored_filter.clone()),
+                },
+            ),
+            _ => self.router.unsubscribe(stored_filter, &SubKey { session, shared: None }),
+        }
+    }
+
+    /// Called when a connection leaves its session: sends or schedules the will and
+    /// schedules the end of the session.
+    pub fn detach(self: &Arc<Self>, cell: &Arc<SessionCell>, conn_id: u64, will: Option<Arc<Message>>, will_delay: u32) {
+        let (generation, expiry) = {
+            let mut st = cell.state.lock();
+            if st.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
+                st.conn = None;
+            }
+            st.generation += 1;
+            (st.generation, st.expiry)
+        };
+        let session_ends_now = expiry == Some(Duration::ZERO);
+        if let Some(will) = will {
+            let delay = Duration::from_secs(u64::from(will_delay));
+            if will_delay == 0 || session_ends_now {
+                let mut scratch = RouteScratch::default();
+                self.publish(&will, &mut scratch);
+            } else {
+                cell.state.lock().pending_will = Some(will);
+                // A will whose delay outlasts the session goes when the session ends.
+                if expiry.is_none_or(|e| delay < e) {
+                    let broker = Arc::downgrade(self);
+                    let cell = cell.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let Some(broker) = broker.upgrade() else { return };
+                        let will = {
+                            let mut st = cell.state.lock();
+                            if st.generation != generation {
+                                return;
+                            }
+                            st.pending_will.take()
+                        };
+                        if let Some(will) = will {
+                            let mut scratch = RouteScratch::default();
+                            broker.publish(&will, &mut scratch);
+                        }
+                    });
+                }
+            }
+        }
+        match expiry {
+            Some(d) if d.is_zero() => self.discard_session(cell),
+            Some(d) => {
+                let broker = Arc::downgrade(self);
+                let cell = cell.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let Some(broker) = broker.upgrade() else { return };
+                    if cell.state.lock().generation == generation {
+                        broker.discard_session(&cell);
+                    }
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+/// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
+pub struct Broker {
+    inner: Arc<BrokerInner>,
+    local_addrs: Vec<SocketAddr>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Broker {
+    /// Binds every listener and starts serving. Fails if any listener cannot bind.
+    pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let listeners = config.listeners.clone();
+        let sys_interval = config.sys_interval;
+        let inner = Arc::new(BrokerInner::new(config, shutdown_rx));
+        let mut bound = Vec::new();
+        for l in &listeners {
+            let socket = crate::listener::bind(l.bind).map_err(|source| StartError::Bind { addr: l.bind, source })?;
+            let addr = socket.local_addr().map_err(|source| StartError::Bind { addr: l.bind, source })?;
+            bound.push((socket, addr, l.clone()));
+        }
+        let mut local_addrs = Vec::new();
+        for (socket, addr, l) in bound {
+            tracing::info!("listening on {addr}");
+            local_addrs.push(addr);
+            tokio::spawn(crate::listener::accept_loop(inner.clone(), socket, l));
+        }
+        if !sys_interval.is_zero() {
+            tokio::spawn(crate::sys::run(Arc::downgrade(&inner), sys_interval));
+        }
+        Ok(Broker {
+            inner,
+            local_addrs,
+            shutdown_tx,
+        })
+    }
+
+    /// The addresses the listeners are bound to, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn inner(&self) -> &Arc<BrokerInner> {
+        &self.inner
+    }
+
+    /// Stops accepting, tells every client (5.0: DISCONNECT 0x8B) and waits up to
+    /// `grace` for connections to close.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown_tx.send(true);
+        let deadline = Instant::now() + grace;
+        loop {
+            let gone = self.inner.connections_gone.notified();
+            if self.inner.live_connections() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, gone).await.is_err() {
+                break;
+            }
+        }
+    }
+}

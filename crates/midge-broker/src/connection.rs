@@ -1,0 +1,327 @@
+//! One client connection: framed reads, keep-alive, batched writes, and the dispatch of
+//! each packet to its protocol action (`protocol/*.rs`).
+//!
+//! The connection task owns the socket and two buffers. Everything it does per packet is
+//! synchronous (routing, session updates) and appends replies to the write buffer; the
+//! socket is written once per turn of the loop, so a busy subscriber gets many packets
+//! per system call.
+
+use crate::broker::BrokerInner;
+use crate::message::Message;
+use crate::router::RouteScratch;
+use crate::session::{Control, SessionCell};
+use bytes::BytesMut;
+use midge_proto::{
+    decode, encode, ByteStr, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Stop reading from a client whose unsent output is above this, until it drains.
+pub(crate) const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Largest packet the protocol can express: remaining length 268,435,455 + 5 header bytes.
+pub(crate) const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// Why a connection ends, and so what is sent and whether the will goes.
+#[derive(Debug)]
+pub(crate) enum Close {
+    /// The client sent DISCONNECT: no will (unless 5.0 reason 0x04, handled before).
+    ClientDisconnect,
+    /// The peer closed the socket or it failed: will goes.
+    PeerGone,
+    /// A protocol violation: 5.0 clients get DISCONNECT with this code; will goes.
+    Violation(ReasonCode, String),
+    /// Another connection took the session: DISCONNECT 0x8E; answer when detached.
+    TakenOver(Option<oneshot::Sender<()>>),
+    /// Closed by the broker (administrative action) with this code.
+    Kicked(ReasonCode),
+    /// Keep-alive expired: will goes.
+    KeepAliveTimeout,
+    /// The broker is shutting down: DISCONNECT 0x8B.
+    Shutdown,
+    /// CONNECT was refused; CONNACK already written.
+    Refused,
+}
+
+/// Per-connection protocol state. The socket itself stays in [`run`].
+pub(crate) struct Conn {
+    pub broker: Arc<BrokerInner>,
+    pub peer: SocketAddr,
+    pub conn_id: u64,
+    pub allow_anonymous: bool,
+    pub wbuf: BytesMut,
+    pub version: ProtocolVersion,
+    pub client_id: ByteStr,
+    pub session: Option<Arc<SessionCell>>,
+    pub keep_alive: Duration,
+    /// The client's Receive Maximum (5.0), else 65535.
+    pub client_receive_max: u16,
+    /// The client's Maximum Packet Size (5.0), else unlimited.
+    pub client_max_packet: usize,
+    /// The client's Topic Alias Maximum (5.0), else 0.
+    pub client_alias_max: u16,
+    pub out_aliases: HashMap<ByteStr, u16>,
+    pub in_aliases: HashMap<u16, ByteStr>,
+    pub will: Option<Arc<Message>>,
+    pub will_delay: u32,
+    /// Session Expiry Interval from CONNECT was 0 (DISCONNECT may not raise it).
+    pub connect_expiry_zero: bool,
+    pub scratch: RouteScratch,
+    pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
+}
+
+impl Conn {
+    fn new(broker: Arc<BrokerInner>, peer: SocketAddr, allow_anonymous: bool) -> Self {
+        let conn_id = broker.next_conn_id();
+        Conn {
+            broker,
+            peer,
+            conn_id,
+            allow_anonymous,
+            wbuf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+            client_id: ByteStr::new(),
+            session: None,
+            keep_alive: Duration::ZERO,
+            client_receive_max: u16::MAX,
+            client_max_packet: usize::MAX,
+            client_alias_max: 0,
+            out_aliases: HashMap::new(),
+            in_aliases: HashMap::new(),
+            will: None,
+            will_delay: 0,
+            connect_expiry_zero: true,
+            scratch: RouteScratch::default(),
+            control_rx: None,
+        }
+    }
+
+    /// The largest packet we accept from this client.
+    pub fn max_packet_in(&self) -> usize {
+        match self.broker.config.max_packet_size {
+            0 => PROTOCOL_MAX_PACKET,
+            n => n as usize,
+        }
+    }
+
+    /// Appends a packet to the write buffer.
+    pub fn send(&mut self, packet: &Packet) {
+        encode(packet, self.version, &mut self.wbuf);
+        self.broker.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Dispatches one packet received after CONNECT.
+    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p),
+            Packet::PubAck(a) => self.handle_puback(a),
+            Packet::PubRec(a) => self.handle_pubrec(a),
+            Packet::PubRel(a) => self.handle_pubrel(a),
+            Packet::PubComp(a) => self.handle_pubcomp(a),
+            Packet::Subscribe(s) => self.handle_subscribe(s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Auth(_) => Err(Close::Violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH without an authentication method".into(),
+            )),
+            // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
+            Packet::Connect(_) => Err(Close::Violation(ReasonCode::PROTOCOL_ERROR, "second CONNECT".into())),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => Err(
+                Close::Violation(ReasonCode::PROTOCOL_ERROR, "packet only a server may send".into()),
+            ),
+        }
+    }
+
+    /// The DISCONNECT to send a 5.0 client as the connection closes, if any.
+    fn closing_disconnect(&self, close: &Close) -> Option<ReasonCode> {
+        if !self.version.is_v5() || self.session.is_none() {
+            return None;
+        }
+        match close {
+            Close::Violation(rc, _) => Some(*rc),
+            Close::TakenOver(_) => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Close::Kicked(rc) => Some(*rc),
+            Close::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            Close::ClientDisconnect | Close::PeerGone | Close::Refused => None,
+        }
+    }
+}
+
+/// Serves one connection until it closes.
+pub async fn run<R, W>(broker: Arc<BrokerInner>, mut reader: R, mut writer: W, peer: SocketAddr, allow_anonymous: bool)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut conn = Conn::new(broker.clone(), peer, allow_anonymous);
+    let mut rbuf = BytesMut::new();
+    let close = match read_connect(&mut conn, &mut reader, &mut rbuf).await {
+        Ok(connect) => match conn.handle_connect(connect).await {
+            Ok(()) => serve(&mut conn, &mut reader, &mut writer, &mut rbuf).await,
+            Err(close) => close,
+        },
+        Err(close) => close,
+    };
+    finish(&mut conn, &mut writer, close).await;
+}
+
+/// Waits for the first packet, which must be CONNECT [MQTT-3.1.0-1], within the connect
+/// timeout.
+async fn read_connect<R: AsyncRead + Unpin>(
+    conn: &mut Conn,
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+) -> Result<Box<midge_proto::Connect>, Close> {
+    let deadline = Instant::now() + conn.broker.config.connect_timeout;
+    let max = conn.max_packet_in();
+    loop {
+        match decode(rbuf, ProtocolVersion::V5, max) {
+            Ok(Some(Packet::Connect(c))) => {
+                conn.broker.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                return Ok(c);
+            }
+            Ok(Some(other)) => {
+                tracing::info!(peer = %conn.peer, "first packet was {:?}, not CONNECT; closing", other.packet_type());
+                return Err(Close::PeerGone);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(peer = %conn.peer, "bad CONNECT: {e}");
+                conn.refuse_connect_error(&e);
+                return Err(Close::Refused);
+            }
+        }
+        match tokio::time::timeout_at(deadline, reader.read_buf(rbuf)).await {
+            Err(_) => {
+                tracing::info!(peer = %conn.peer, "no CONNECT within {:?}; closing", conn.broker.config.connect_timeout);
+                return Err(Close::PeerGone);
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Close::PeerGone),
+            Ok(Ok(n)) => {
+                conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The main loop after a successful CONNECT.
+async fn serve<R, W>(conn: &mut Conn, reader: &mut R, writer: &mut W, rbuf: &mut BytesMut) -> Close
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Some(cell) = conn.session.clone() else {
+        return Close::PeerGone;
+    };
+    let Some(mut control) = conn.control_rx.take() else {
+        return Close::PeerGone;
+    };
+    let mut shutdown = conn.broker.shutdown.clone();
+    if *shutdown.borrow() {
+        return Close::Shutdown;
+    }
+    // 1.5 times the keep-alive [MQTT-3.1.2-24]; zero disables the check.
+    let keep_alive = conn.keep_alive + conn.keep_alive / 2;
+    let far = Duration::from_secs(86400 * 365);
+    let ka_sleep = tokio::time::sleep(if keep_alive.is_zero() { far } else { keep_alive });
+    tokio::pin!(ka_sleep);
+    let max_in = conn.max_packet_in();
+    loop {
+        loop {
+            match decode(rbuf, conn.version, max_in) {
+                Ok(Some(packet)) => {
+                    conn.broker.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(client = %conn.client_id, "received {:?}", packet.packet_type());
+                    if let Err(close) = conn.handle(packet) {
+                        return close;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(client = %conn.client_id, peer = %conn.peer, "closing: {e}");
+                    return Close::Violation(e.reason_code(), e.to_string());
+                }
+            }
+        }
+        conn.drain_queue(&cell);
+        let notified = cell.notify.notified();
+        tokio::select! {
+            biased;
+            ctrl = control.recv() => match ctrl {
+                Some(Control::TakeOver(ack)) => return Close::TakenOver(Some(ack)),
+                Some(Control::Close(rc)) => return Close::Kicked(rc),
+                None => {}
+            },
+            _ = shutdown.changed() => return Close::Shutdown,
+            r = writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match r {
+                Ok(0) | Err(_) => return Close::PeerGone,
+                Ok(n) => {
+                    conn.broker.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    if conn.wbuf.is_empty() {
+                        // Give back the buffer of a connection that is idle again.
+                        if conn.wbuf.capacity() > 64 * 1024 {
+                            conn.wbuf = BytesMut::new();
+                        }
+                        let _ = writer.flush().await;
+                    }
+                }
+            },
+            r = reader.read_buf(rbuf), if conn.wbuf.len() < WRITE_HIGH_WATER => match r {
+                Ok(0) | Err(_) => return Close::PeerGone,
+                Ok(n) => {
+                    conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                    if !keep_alive.is_zero() {
+                        ka_sleep.as_mut().reset(Instant::now() + keep_alive);
+                    }
+                }
+            },
+            _ = notified => {}
+            _ = &mut ka_sleep, if !keep_alive.is_zero() => {
+                tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
+                return Close::KeepAliveTimeout;
+            }
+        }
+    }
+}
+
+/// Sends what the close calls for, flushes, detaches from the session and fires the will.
+async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: Close) {
+    if let Some(rc) = conn.closing_disconnect(&close) {
+        conn.send(&Packet::Disconnect(Disconnect {
+            reason_code: rc,
+            properties: Properties::default(),
+        }));
+    }
+    if let Close::Violation(rc, why) = &close {
+        tracing::info!(client = %conn.client_id, peer = %conn.peer, "closing connection: {why} ({rc})");
+    }
+    if !conn.wbuf.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer.write_all(&conn.wbuf)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    let will_goes = matches!(
+        close,
+        Close::PeerGone | Close::Violation(..) | Close::TakenOver(_) | Close::Kicked(_) | Close::KeepAliveTimeout
+    );
+    if let Some(cell) = conn.session.take() {
+        let will = if will_goes { conn.will.take() } else { None };
+        conn.broker.detach(&cell, conn.conn_id, will, conn.will_delay);
+        conn.broker.stats.client_disconnected();
+        tracing::info!(client = %conn.client_id, peer = %conn.peer, "client disconnected ({close:?})");
+    }
+    if let Close::TakenOver(Some(ack)) = close {
+        let _ = ack.send(());
+    }
+}

@@ -1,0 +1,274 @@
+//! CONNECT and CONNACK: validation, authentication, session attach and takeover.
+
+use crate::connection::{Close, Conn};
+use crate::message::Message;
+use crate::session::{ConnLink, Control, QueueLimits, SessionCell, Stage};
+use midge_proto::{
+    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, PubResp, Publish, ReasonCode,
+};
+use rand::distr::{Alphanumeric, SampleString};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How long a takeover waits for the old connection to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+impl Conn {
+    /// Answers a CONNECT that failed to decode with the CONNACK the spec asks for.
+    pub(crate) fn refuse_connect_error(&mut self, e: &DecodeError) {
+        match e {
+            // Unsupported protocol level: CONNACK 0x01 / 0x84, then close [MQTT-3.1.2-2].
+            DecodeError::UnsupportedProtocol { level } => {
+                self.version = if *level == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
+                self.write_connack(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, false, Properties::default());
+            }
+            // Other malformed CONNECTs are simply closed in 3.1.1 [MQTT-4.8.0-1]; a 5.0 peer
+            // is told why when we can tell it speaks 5.0 (we cannot here: just close).
+            _ => {}
+        }
+    }
+
+    fn write_connack(&mut self, code: ReasonCode, session_present: bool, properties: Properties) {
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: code,
+            properties,
+        }));
+    }
+
+    fn refuse(&mut self, code: ReasonCode, why: &str) -> Close {
+        tracing::info!(peer = %self.peer, client = %self.client_id, "connection refused: {why} ({code})");
+        self.write_connack(code, false, Properties::default());
+        Close::Refused
+    }
+
+    /// Handles CONNECT: on success the CONNACK, resent in-flight messages and the session
+    /// are in place; on failure the refusing CONNACK is in the write buffer.
+    pub(crate) async fn handle_connect(&mut self, c: Box<Connect>) -> Result<(), Close> {
+        let c = *c;
+        self.version = c.protocol;
+        let v5 = c.protocol.is_v5();
+        let config = self.broker.config.clone();
+        let mut ack_props = Properties::default();
+
+        // Client identifier [MQTT-3.1.3-6..9].
+        self.client_id = c.client_id.clone();
+        if self.client_id.is_empty() {
+            if c.protocol == ProtocolVersion::V31 {
+                return Err(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "MQTT 3.1 requires a client id"));
+            }
+            if c.protocol == ProtocolVersion::V311 && !c.clean_start {
+                return Err(self.refuse(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "empty client id with clean session 0 [MQTT-3.1.3-8]",
+                ));
+            }
+            if !config.allow_zero_length_clientid {
+                return Err(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "empty client id not allowed"));
+            }
+            let id = format!("{}{}", config.auto_id_prefix, Alphanumeric.sample_string(&mut rand::rng(), 16));
+            self.client_id = ByteStr::from(id);
+            if v5 {
+                ack_props.assigned_client_identifier = Some(self.client_id.clone());
+            }
+        }
+
+        // Authentication: enhanced authentication is not offered yet.
+        if c.properties.authentication_method.is_some() {
+            return Err(self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, "no authentication method is supported"));
+        }
+        if c.username.is_none() && !self.allow_anonymous {
+            return Err(self.refuse(ReasonCode::NOT_AUTHORIZED, "anonymous access is not allowed"));
+        }
+
+        // Keep-alive, bounded by max_keepalive.
+        let mut keep_alive = c.keep_alive;
+        if config.max_keepalive > 0 && config.max_keepalive < u16::MAX && (keep_alive > config.max_keepalive || keep_alive == 0) {
+            if v5 {
+                keep_alive = config.max_keepalive;
+                ack_props.server_keep_alive = Some(keep_alive);
+            } else if keep_alive > config.max_keepalive {
+                // No way to tell a 3.x client: refuse as Mosquitto does.
+                return Err(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "keep-alive above max_keepalive"));
+            }
+        }
+        self.keep_alive = Duration::from_secs(u64::from(keep_alive));
+
+        // Session expiry.
+        let cap = config.persistent_client_expiration;
+        let expiry = if v5 {
+            let secs = c.properties.session_expiry_interval.unwrap_or(0);
+            self.connect_expiry_zero = secs == 0;
+            match secs {
+                0 => Some(Duration::ZERO),
+                u32::MAX => cap,
+                s => Some(cap.map_or(Duration::from_secs(u64::from(s)), |cap| cap.min(Duration::from_secs(u64::from(s))))),
+            }
+        } else if c.clean_start {
+            Some(Duration::ZERO)
+        } else {
+            cap
+        };
+
+        // The client's own limits (5.0).
+        if let Some(rm) = c.properties.receive_maximum {
+            self.client_receive_max = rm;
+        }
+        if let Some(mp) = c.properties.maximum_packet_size {
+            self.client_max_packet = mp as usize;
+        }
+        self.client_alias_max = c.properties.topic_alias_maximum.unwrap_or(0);
+
+        // Will.
+        if let Some(w) = &c.will {
+            if w.qos.as_u8() > config.max_qos {
+                return Err(self.refuse(ReasonCode::QOS_NOT_SUPPORTED, "will QoS above the maximum"));
+            }
+            if w.retain && !config.retain_available {
+                return Err(self.refuse(ReasonCode::RETAIN_NOT_SUPPORTED, "retained will but retain is not available"));
+            }
+        }
+
+        let (cell, session_present) = self.attach_session(c.clean_start, expiry).await?;
+
+        if let Some(w) = c.will {
+            self.will_delay = w.properties.will_delay_interval.unwrap_or(0);
+            let mut props = w.properties;
+            props.will_delay_interval = None;
+            let publish = Publish {
+                dup: false,
+                qos: w.qos,
+                retain: w.retain,
+                topic: w.topic.clone(),
+                packet_id: 0,
+                properties: props,
+                payload: w.payload,
+            };
+            self.will = Some(Message::from_publish(publish, w.topic, cell.id, Instant::now()));
+        }
+
+        // CONNACK properties the client needs to know [MQTT-3.2.2-*].
+        if v5 {
+            let rm = config.max_inflight_messages;
+            if rm != 0 && rm != u16::MAX {
+                ack_props.receive_maximum = Some(rm);
+            }
+            if config.max_qos < 2 {
+                ack_props.maximum_qos = Some(config.max_qos);
+            }
+            if !config.retain_available {
+                ack_props.retain_available = Some(0);
+            }
+            if config.max_packet_size > 0 {
+                ack_props.maximum_packet_size = Some(config.max_packet_size);
+            }
+            if config.max_topic_alias > 0 {
+                ack_props.topic_alias_maximum = Some(config.max_topic_alias);
+            }
+            let asked = c.properties.session_expiry_interval.unwrap_or(0);
+            let granted = match expiry {
+                None => u32::MAX,
+                Some(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            };
+            if granted != asked {
+                ack_props.session_expiry_interval = Some(granted);
+            }
+            if c.properties.request_response_information == Some(1) {
+                ack_props.response_information = Some(ByteStr::from(format!("response/{}", self.client_id)));
+            }
+        }
+        self.write_connack(ReasonCode::SUCCESS, session_present, ack_props);
+        self.broker.stats.client_connected();
+        tracing::info!(
+            client = %self.client_id, peer = %self.peer, version = ?self.version,
+            keep_alive, clean_start = c.clean_start, session_present, "client connected"
+        );
+        self.resend_inflight(&cell);
+        Ok(())
+    }
+
+    /// Finds, takes over or creates the session for this client and attaches to it.
+    async fn attach_session(&mut self, clean_start: bool, expiry: Option<Duration>) -> Result<(Arc<SessionCell>, bool), Close> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut link = Some(ConnLink {
+            conn_id: self.conn_id,
+            control: tx,
+        });
+        for _attempt in 0..5 {
+            // Take over a connected session: the old connection closes (5.0: DISCONNECT
+            // 0x8E) and detaches before we go on [MQTT-3.1.4-3].
+            if let Some(old) = self.broker.sessions.get(&self.client_id) {
+                let control = old.state.lock().conn.as_ref().map(|l| l.control.clone());
+                if let Some(control) = control {
+                    let (ack_tx, ack_rx) = oneshot::channel();
+                    if control.send(Control::TakeOver(ack_tx)).is_ok() {
+                        let _ = tokio::time::timeout(TAKEOVER_WAIT, ack_rx).await;
+                    }
+                }
+            }
+            let existing = self.broker.sessions.get(&self.client_id);
+            let (cell, present) = match existing {
+                Some(cell) if !clean_start => (cell, true),
+                other => {
+                    if let Some(old) = other {
+                        self.broker.discard_session(&old);
+                    }
+                    let limits = QueueLimits {
+                        max_messages: self.broker.config.max_queued_messages,
+                        max_bytes: self.broker.config.max_queued_bytes,
+                        queue_qos0_offline: self.broker.config.queue_qos0_messages,
+                    };
+                    let (cell, replaced) =
+                        self.broker
+                            .sessions
+                            .create(self.client_id.clone(), limits, self.broker.stats.clone());
+                    if let Some(replaced) = replaced {
+                        if !Arc::ptr_eq(&replaced, &cell) {
+                            self.broker.discard_session(&replaced);
+                        }
+                    }
+                    (cell, false)
+                }
+            };
+            {
+                let mut st = cell.state.lock();
+                if st.conn.is_some() {
+                    // Another connection won the race for this session; take it over again.
+                    continue;
+                }
+                st.conn = link.take();
+                st.generation += 1;
+                st.expiry = expiry;
+                // Reconnecting in time cancels a delayed will [MQTT-3.1.3-9].
+                st.pending_will = None;
+            }
+            self.session = Some(cell.clone());
+            self.control_rx = Some(rx);
+            return Ok((cell, present));
+        }
+        Err(self.refuse(ReasonCode::SERVER_BUSY, "could not take over the session"))
+    }
+
+    /// After a reconnect, unacknowledged messages are sent again, PUBLISH with DUP set and
+    /// PUBREL as PUBREL, in their original order [MQTT-4.4.0-1].
+    fn resend_inflight(&mut self, cell: &Arc<SessionCell>) {
+        let st = cell.state.lock();
+        let mut out: Vec<Packet> = Vec::with_capacity(st.inflight.len());
+        for m in &st.inflight {
+            match m.stage {
+                Stage::AwaitPubAck | Stage::AwaitPubRec => {
+                    if let Some(p) = self.outgoing_publish(&m.msg, m.packet_id, true) {
+                        out.push(p);
+                    }
+                }
+                Stage::AwaitPubComp => out.push(Packet::PubRel(PubResp::new(m.packet_id))),
+            }
+        }
+        drop(st);
+        for p in &out {
+            self.send(p);
+        }
+    }
+}

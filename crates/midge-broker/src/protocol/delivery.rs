@@ -1,0 +1,117 @@
+//! Outgoing PUBLISH: moving queued messages into the write buffer within the in-flight
+//! window, with per-delivery properties (expiry left, subscription identifiers, topic
+//! alias) and the client's maximum packet size.
+
+use crate::connection::{Conn, WRITE_HIGH_WATER};
+use crate::session::{Inflight, Queued, SessionCell, Stage};
+use midge_proto::{encoded_len, ByteStr, Packet, Properties, Publish, QoS};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+impl Conn {
+    /// The in-flight window towards this client: the smaller of `max_inflight_messages`
+    /// and the client's Receive Maximum [MQTT-3.3.4-9].
+    fn inflight_window(&self) -> usize {
+        let ours = match self.broker.config.max_inflight_messages {
+            0 => usize::from(u16::MAX),
+            n => usize::from(n),
+        };
+        ours.min(usize::from(self.client_receive_max))
+    }
+
+    /// Moves queued messages into the write buffer: QoS 0 at once, QoS 1/2 while the
+    /// in-flight window has room. Stops at the write high-water mark.
+    pub(crate) fn drain_queue(&mut self, cell: &Arc<SessionCell>) {
+        let window = self.inflight_window();
+        let now = Instant::now();
+        let mut st = cell.state.lock();
+        while self.wbuf.len() < WRITE_HIGH_WATER {
+            let Some(front) = st.queue.front() else { break };
+            if front.msg.is_expired(now) {
+                // Expired while queued: never sent [MQTT-3.3.2-5].
+                st.pop_queued();
+                self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if front.qos == QoS::AtMostOnce {
+                if let Some(q) = st.pop_queued() {
+                    self.write_delivery(&q, 0, false);
+                }
+                continue;
+            }
+            if st.inflight.len() >= window {
+                break;
+            }
+            let Some(packet_id) = st.allocate_packet_id() else { break };
+            let Some(q) = st.pop_queued() else { break };
+            if self.write_delivery(&q, packet_id, false) {
+                let stage = if q.qos == QoS::AtLeastOnce {
+                    Stage::AwaitPubAck
+                } else {
+                    Stage::AwaitPubRec
+                };
+                st.inflight.push_back(Inflight {
+                    packet_id,
+                    msg: q,
+                    stage,
+                });
+            }
+        }
+    }
+
+    /// Encodes one delivery; false when it was dropped as too large for the client.
+    fn write_delivery(&mut self, q: &Queued, packet_id: u16, dup: bool) -> bool {
+        match self.outgoing_publish(q, packet_id, dup) {
+            Some(p) => {
+                self.send(&p);
+                self.broker.stats.publish_sent.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Builds the PUBLISH for one delivery, or `None` when it exceeds the client's
+    /// Maximum Packet Size: such a message is discarded as if it had been sent
+    /// [MQTT-3.1.2-25].
+    pub(crate) fn outgoing_publish(&mut self, q: &Queued, packet_id: u16, dup: bool) -> Option<Packet> {
+        let msg = &q.msg;
+        let mut topic = msg.topic.clone();
+        let mut properties = Properties::default();
+        let mut new_alias = None;
+        if self.version.is_v5() {
+            properties = msg.properties.clone();
+            properties.message_expiry_interval = msg.remaining_expiry(Instant::now());
+            properties.subscription_identifiers.extend(q.sub_ids.iter().copied());
+            if self.client_alias_max > 0 && self.broker.config.outgoing_topic_aliases {
+                if let Some(&alias) = self.out_aliases.get(&msg.topic) {
+                    properties.topic_alias = Some(alias);
+                    topic = ByteStr::new();
+                } else if self.out_aliases.len() < usize::from(self.client_alias_max) {
+                    let alias = self.out_aliases.len() as u16 + 1;
+                    properties.topic_alias = Some(alias);
+                    new_alias = Some(alias);
+                }
+            }
+        }
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos: q.qos,
+            retain: q.retain,
+            topic,
+            packet_id: if q.qos == QoS::AtMostOnce { 0 } else { packet_id },
+            properties,
+            payload: msg.payload.clone(),
+        });
+        if encoded_len(&packet, self.version) > self.client_max_packet {
+            tracing::debug!(client = %self.client_id, topic = %msg.topic, "message larger than the client's maximum packet size; dropped");
+            self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if let Some(alias) = new_alias {
+            self.out_aliases.insert(msg.topic.clone(), alias);
+        }
+        Some(packet)
+    }
+}

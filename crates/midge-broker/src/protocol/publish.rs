@@ -1,0 +1,198 @@
+//! Inbound PUBLISH and the acknowledgement packets of both directions' QoS flows.
+
+use crate::connection::{Close, Conn};
+use crate::message::Message;
+use crate::session::Stage;
+use midge_proto::{ByteStr, Packet, PubResp, Publish, QoS, ReasonCode};
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+impl Conn {
+    fn violation(&self, rc: ReasonCode, why: &str) -> Close {
+        Close::Violation(rc, why.to_string())
+    }
+
+    /// Resolves the topic of a 5.0 PUBLISH against the client's topic aliases.
+    fn resolve_topic(&mut self, p: &mut Publish) -> Result<ByteStr, Close> {
+        let Some(alias) = p.properties.topic_alias.take() else {
+            if p.topic.is_empty() {
+                return Err(self.violation(ReasonCode::PROTOCOL_ERROR, "empty topic without a topic alias"));
+            }
+            return Ok(p.topic.clone());
+        };
+        // Alias 0 or above our Topic Alias Maximum [MQTT-3.3.2-8, MQTT-3.3.2-9].
+        if alias == 0 || alias > self.broker.config.max_topic_alias {
+            return Err(self.violation(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range"));
+        }
+        if p.topic.is_empty() {
+            match self.in_aliases.get(&alias) {
+                Some(t) => Ok(t.clone()),
+                None => Err(self.violation(ReasonCode::PROTOCOL_ERROR, "unknown topic alias")),
+            }
+        } else {
+            self.in_aliases.insert(alias, p.topic.clone());
+            Ok(p.topic.clone())
+        }
+    }
+
+    pub(crate) fn handle_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+        let broker = self.broker.clone();
+        let config = &broker.config;
+        self.broker.stats.publish_received.fetch_add(1, Ordering::Relaxed);
+        if p.qos.as_u8() > config.max_qos {
+            return Err(self.violation(ReasonCode::QOS_NOT_SUPPORTED, "QoS above the maximum [MQTT-3.2.2-11]"));
+        }
+        if p.retain && !config.retain_available {
+            return Err(self.violation(ReasonCode::RETAIN_NOT_SUPPORTED, "retain is not available [MQTT-3.2.2-14]"));
+        }
+        let topic = if self.version.is_v5() {
+            self.resolve_topic(&mut p)?
+        } else {
+            p.topic.clone()
+        };
+        let packet_id = p.packet_id;
+        let qos = p.qos;
+
+        // Refused before routing: oversize payloads and invalid UTF-8 declared as UTF-8.
+        let mut refusal = None;
+        if config.message_size_limit > 0 && p.payload.len() > config.message_size_limit {
+            refusal = Some(ReasonCode::PACKET_TOO_LARGE);
+        } else if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            refusal = Some(ReasonCode::PAYLOAD_FORMAT_INVALID);
+        }
+        if let Some(rc) = refusal {
+            tracing::debug!(client = %self.client_id, %topic, "publish refused: {rc}");
+            self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            let rc = if self.version.is_v5() { rc } else { ReasonCode::SUCCESS };
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::with_reason(packet_id, rc))),
+                QoS::ExactlyOnce => self.send(&Packet::PubRec(PubResp::with_reason(packet_id, rc))),
+            }
+            return Ok(());
+        }
+
+        let origin = self.session.as_ref().map_or(0, |s| s.id);
+        match qos {
+            QoS::AtMostOnce => {
+                let msg = Message::from_publish(p, topic, origin, Instant::now());
+                self.broker.publish(&msg, &mut self.scratch);
+            }
+            QoS::AtLeastOnce => {
+                let msg = Message::from_publish(p, topic, origin, Instant::now());
+                let n = self.broker.publish(&msg, &mut self.scratch);
+                let rc = if n == 0 && self.version.is_v5() {
+                    ReasonCode::NO_MATCHING_SUBSCRIBERS
+                } else {
+                    ReasonCode::SUCCESS
+                };
+                self.send(&Packet::PubAck(PubResp::with_reason(packet_id, rc)));
+            }
+            QoS::ExactlyOnce => {
+                let Some(cell) = self.session.clone() else {
+                    return Err(Close::PeerGone);
+                };
+                let receive_max = match config.max_inflight_messages {
+                    0 => usize::from(u16::MAX),
+                    n => usize::from(n),
+                };
+                let fresh = {
+                    let mut st = cell.state.lock();
+                    if st.inbound_qos2.contains(&packet_id) {
+                        false
+                    } else if st.inbound_qos2.len() >= receive_max {
+                        drop(st);
+                        return Err(self.violation(
+                            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                            "more unacknowledged QoS 2 messages than Receive Maximum [MQTT-3.3.4-7]",
+                        ));
+                    } else {
+                        st.inbound_qos2.insert(packet_id);
+                        true
+                    }
+                };
+                // A resent PUBLISH with a packet id still held is not delivered again:
+                // exactly once [MQTT-4.3.3-10].
+                let mut rc = ReasonCode::SUCCESS;
+                if fresh {
+                    let msg = Message::from_publish(p, topic, origin, Instant::now());
+                    let n = self.broker.publish(&msg, &mut self.scratch);
+                    if n == 0 && self.version.is_v5() {
+                        rc = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+                    }
+                }
+                self.send(&Packet::PubRec(PubResp::with_reason(packet_id, rc)));
+            }
+        }
+        Ok(())
+    }
+
+    /// PUBACK from the client ends a QoS 1 delivery.
+    pub(crate) fn handle_puback(&mut self, a: PubResp) -> Result<(), Close> {
+        if let Some(cell) = &self.session {
+            let mut st = cell.state.lock();
+            if let Some(pos) = st.inflight_position(a.packet_id) {
+                if st.inflight.get(pos).is_some_and(|m| m.stage == Stage::AwaitPubAck) {
+                    st.inflight.remove(pos);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// PUBREC from the client: answer PUBREL and wait for PUBCOMP [MQTT-4.3.3-4]; a 5.0
+    /// error reason code ends the flow instead.
+    pub(crate) fn handle_pubrec(&mut self, a: PubResp) -> Result<(), Close> {
+        let Some(cell) = self.session.clone() else {
+            return Ok(());
+        };
+        let reply = {
+            let mut st = cell.state.lock();
+            match st.inflight_position(a.packet_id) {
+                Some(pos) if a.reason_code.is_error() => {
+                    st.inflight.remove(pos);
+                    None
+                }
+                Some(pos) => {
+                    if let Some(m) = st.inflight.get_mut(pos) {
+                        m.stage = Stage::AwaitPubComp;
+                    }
+                    Some(PubResp::new(a.packet_id))
+                }
+                None => Some(PubResp::with_reason(a.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)),
+            }
+        };
+        if let Some(rel) = reply {
+            self.send(&Packet::PubRel(rel));
+        }
+        Ok(())
+    }
+
+    /// PUBREL from the client releases a QoS 2 packet identifier: PUBCOMP [MQTT-4.3.3-11].
+    pub(crate) fn handle_pubrel(&mut self, a: PubResp) -> Result<(), Close> {
+        let Some(cell) = self.session.clone() else {
+            return Ok(());
+        };
+        let found = cell.state.lock().inbound_qos2.remove(&a.packet_id);
+        let rc = if found {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send(&Packet::PubComp(PubResp::with_reason(a.packet_id, rc)));
+        Ok(())
+    }
+
+    /// PUBCOMP from the client ends a QoS 2 delivery.
+    pub(crate) fn handle_pubcomp(&mut self, a: PubResp) -> Result<(), Close> {
+        if let Some(cell) = &self.session {
+            let mut st = cell.state.lock();
+            if let Some(pos) = st.inflight_position(a.packet_id) {
+                if st.inflight.get(pos).is_some_and(|m| m.stage == Stage::AwaitPubComp) {
+                    st.inflight.remove(pos);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! SUBSCRIBE and SUBACK, and the retained messages a new subscription receives.
+
+use crate::connection::{Close, Conn};
+use crate::router::{SubIds, SubKey, Subscriber};
+use crate::session::StoredSubscription;
+use midge_proto::{topic, ByteStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+impl Conn {
+    pub(crate) fn handle_subscribe(&mut self, s: Subscribe) -> Result<(), Close> {
+        let Some(cell) = self.session.clone() else {
+            return Err(Close::PeerGone);
+        };
+        let v5 = self.version.is_v5();
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let max_qos = QoS::from_u8(self.broker.config.max_qos).unwrap_or(QoS::ExactlyOnce);
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained_for = Vec::new();
+        for (filter, opts) in &s.filters {
+            let shared = match topic::valid_topic_filter(filter).and_then(|()| topic::parse_shared(filter)) {
+                Ok(shared) => shared,
+                Err(e) => {
+                    tracing::info!(client = %self.client_id, %filter, "subscription refused: {e}");
+                    codes.push(if v5 {
+                        ReasonCode::TOPIC_FILTER_INVALID
+                    } else {
+                        ReasonCode::UNSPECIFIED_ERROR
+                    });
+                    continue;
+                }
+            };
+            // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
+            if shared.is_some() && opts.no_local {
+                return Err(Close::Violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "no-local on a shared subscription [MQTT-3.8.3-4]".into(),
+                ));
+            }
+            let granted = opts.qos.min(max_qos);
+            let options = SubscriptionOptions { qos: granted, ..*opts };
+            let existed = cell
+                .state
+                .lock()
+                .subscriptions
+                .insert(filter.clone(), StoredSubscription { options, id: sub_id })
+                .is_some();
+            let (route_filter, key) = match shared {
+                Some((_group, inner)) => (inner, SubKey { session: cell.id, shared: Some(filter.clone()) }),
+                None => (filter.as_str(), SubKey { session: cell.id, shared: None }),
+            };
+            self.broker.router.subscribe(
+                route_filter,
+                key,
+                Subscriber {
+                    target: cell.clone(),
+                    options,
+                    id: sub_id,
+                },
+            );
+            codes.push(ReasonCode(granted.as_u8()));
+            // Retained messages go to new non-shared subscriptions as retain handling says
+            // [MQTT-3.3.1-9, MQTT-3.3.1-10, MQTT-3.3.1-11]; never to shared ones.
+            let send_retained = shared.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                retained_for.push((filter.clone(), granted));
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            reason_codes: codes,
+            properties: Default::default(),
+        }));
+        for (filter, granted) in retained_for {
+            self.queue_retained(&filter, granted, sub_id);
+        }
+        Ok(())
+    }
+
+    /// Queues every retained message matching `filter`, RETAIN set [MQTT-3.3.1-8].
+    fn queue_retained(&mut self, filter: &ByteStr, granted: QoS, sub_id: Option<u32>) {
+        let Some(cell) = self.session.clone() else { return };
+        let now = Instant::now();
+        let mut found = Vec::new();
+        self.broker.retained.read().for_each_match(filter, |_topic, msg| {
+            if !msg.is_expired(now) {
+                found.push(Arc::clone(msg));
+            }
+        });
+        for msg in found {
+            let ids: SubIds = sub_id.into_iter().collect();
+            cell.enqueue(&msg, msg.qos.min(granted), true, ids);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! UNSUBSCRIBE and UNSUBACK.
+
+use crate::connection::{Close, Conn};
+use midge_proto::{Packet, ReasonCode, UnsubAck, Unsubscribe};
+
+impl Conn {
+    pub(crate) fn handle_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
+        let Some(cell) = self.session.clone() else {
+            return Err(Close::PeerGone);
+        };
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let existed = cell.state.lock().subscriptions.remove(filter).is_some();
+            if existed {
+                self.broker.unroute(cell.id, filter);
+                codes.push(ReasonCode::SUCCESS);
+            } else {
+                codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
+            }
+        }
+        // UNSUBACK even when nothing was removed [MQTT-3.10.4-5].
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reason_codes: codes,
+            properties: Default::default(),
+        }));
+        Ok(())
+    }
+}

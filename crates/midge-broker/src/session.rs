@@ -1,0 +1,253 @@
+//! Sessions: the state that outlives a connection.
+//!
+//! A [`SessionCell`] is owned by the session registry ([`Sessions`]) and shared with the
+//! router (as a [`DeliveryTarget`]) and with the connection attached to it, if any. Its
+//! state sits behind its own mutex: the router takes it only to push onto the queue, the
+//! connection only to move queued messages into its write buffer. There is no lock that
+//! all sessions share on the publish path.
+
+use crate::message::{Message, SessionId};
+use crate::router::{DeliveryTarget, SubIds};
+use crate::sys::Stats;
+use midge_proto::{ByteStr, QoS, ReasonCode, SubscriptionOptions};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// A message waiting in a session's queue for an in-flight slot or for its client.
+#[derive(Debug)]
+pub struct Queued {
+    pub msg: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub sub_ids: SubIds,
+}
+
+/// Where an outgoing QoS 1/2 message is in its acknowledgement flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+/// An outgoing QoS 1/2 message that has a packet identifier and is not yet acknowledged.
+#[derive(Debug)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub msg: Queued,
+    pub stage: Stage,
+}
+
+/// A subscription as the session remembers it (for resubscribe, retain handling 1 and
+/// unsubscribe). Keyed by the filter exactly as subscribed, `$share/...` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredSubscription {
+    pub options: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+/// Requests sent to the connection attached to a session.
+#[derive(Debug)]
+pub enum Control {
+    /// Another connection with the same client ID arrived: send DISCONNECT 0x8E (5.0),
+    /// close, then answer.
+    TakeOver(oneshot::Sender<()>),
+    /// Close the connection with this reason code (5.0 DISCONNECT).
+    Close(ReasonCode),
+}
+
+/// The link from a session to the connection attached to it.
+#[derive(Debug)]
+pub struct ConnLink {
+    pub conn_id: u64,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+/// Bounds copied from the configuration when the session is made.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// 0 = no limit.
+    pub max_messages: usize,
+    /// 0 = no limit.
+    pub max_bytes: usize,
+    pub queue_qos0_offline: bool,
+}
+
+/// Everything a session holds.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    pub subscriptions: HashMap<ByteStr, StoredSubscription>,
+    pub queue: VecDeque<Queued>,
+    pub queued_bytes: usize,
+    pub inflight: VecDeque<Inflight>,
+    pub next_packet_id: u16,
+    /// Packet identifiers of QoS 2 messages received and not yet released by PUBREL.
+    pub inbound_qos2: HashSet<u16>,
+    /// The connection attached now, if any.
+    pub conn: Option<ConnLink>,
+    /// How long the session outlives its connection; `None` = forever.
+    pub expiry: Option<Duration>,
+    /// Bumped on every attach and detach; timers started at a detach act only if it is
+    /// unchanged when they fire.
+    pub generation: u64,
+    /// A will waiting for its Will Delay Interval after the connection was lost.
+    pub pending_will: Option<Arc<Message>>,
+}
+
+impl SessionState {
+    /// The next packet identifier not used by an in-flight message [MQTT-2.2.1-3].
+    pub fn allocate_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..=u16::MAX {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|m| m.packet_id == id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Removes and returns the oldest queued message.
+    pub fn pop_queued(&mut self) -> Option<Queued> {
+        let q = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(q.msg.payload.len());
+        Some(q)
+    }
+
+    pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
+        self.inflight.iter().position(|m| m.packet_id == packet_id)
+    }
+}
+
+/// One session, shared by the registry, the router and the attached connection.
+pub struct SessionCell {
+    pub id: SessionId,
+    pub client_id: ByteStr,
+    pub state: Mutex<SessionState>,
+    /// Woken when a message is queued for a connected client.
+    pub notify: Notify,
+    limits: QueueLimits,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for SessionCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCell").field("id", &self.id).field("client_id", &self.client_id).finish()
+    }
+}
+
+impl SessionCell {
+    pub fn new(id: SessionId, client_id: ByteStr, limits: QueueLimits, stats: Arc<Stats>) -> Self {
+        SessionCell {
+            id,
+            client_id,
+            state: Mutex::new(SessionState::default()),
+            notify: Notify::new(),
+            limits,
+            stats,
+        }
+    }
+
+    /// Queues a message, honouring the queue bounds. Returns false when it was dropped.
+    pub fn enqueue(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> bool {
+        let online;
+        {
+            let mut st = self.state.lock();
+            online = st.conn.is_some();
+            if !online && qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
+                return false;
+            }
+            let full_count = self.limits.max_messages > 0 && st.queue.len() >= self.limits.max_messages;
+            let full_bytes =
+                self.limits.max_bytes > 0 && st.queued_bytes + msg.payload.len() > self.limits.max_bytes;
+            if full_count || full_bytes {
+                drop(st);
+                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            st.queued_bytes += msg.payload.len();
+            st.queue.push_back(Queued {
+                msg: msg.clone(),
+                qos,
+                retain,
+                sub_ids,
+            });
+        }
+        if online {
+            self.notify.notify_one();
+        }
+        true
+    }
+}
+
+impl DeliveryTarget for SessionCell {
+    fn deliver(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) {
+        self.enqueue(msg, qos, retain, sub_ids);
+    }
+
+    fn is_online(&self) -> bool {
+        self.state.lock().conn.is_some()
+    }
+}
+
+/// The session registry: client ID to session. Locked on connect and disconnect only.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<ByteStr, Arc<SessionCell>>>,
+    next_id: AtomicU64,
+}
+
+impl Sessions {
+    pub fn get(&self, client_id: &str) -> Option<Arc<SessionCell>> {
+        self.map.lock().get(client_id).cloned()
+    }
+
+    /// Makes a new session for `client_id`, replacing any in the registry, and returns the
+    /// one it replaced.
+    pub fn create(
+        &self,
+        client_id: ByteStr,
+        limits: QueueLimits,
+        stats: Arc<Stats>,
+    ) -> (Arc<SessionCell>, Option<Arc<SessionCell>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let cell = Arc::new(SessionCell::new(id, client_id.clone(), limits, stats));
+        let old = self.map.lock().insert(client_id, cell.clone());
+        (cell, old)
+    }
+
+    /// Removes the session if the registry still holds this very one.
+    pub fn remove_if_same(&self, cell: &Arc<SessionCell>) -> bool {
+        let mut map = self.map.lock();
+        match map.get(&cell.client_id) {
+            Some(current) if Arc::ptr_eq(current, cell) => {
+                map.remove(&cell.client_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every session (for `$SYS` counts and shutdown).
+    pub fn all(&self) -> Vec<Arc<SessionCell>> {
+        self.map.lock().values().cloned().collect()
+    }
+}
