@@ -255,10 +255,11 @@ fn decode_connack(r: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, D
         _ => flags & 1 != 0,
     };
     let code = r.u8()?;
-    let reason_code = if version.is_v5() {
-        ReasonCode(code)
-    } else {
-        ReasonCode::from_v3_connack(code)
+    let reason_code = match code {
+        _ if version.is_v5() => ReasonCode(code),
+        0..=5 => ReasonCode::from_v3_connack(code),
+        // 3.1.1 section 3.2.2.3: 6-255 are reserved.
+        _ => return Err(DecodeError::Malformed("reserved CONNACK return code")),
     };
     let properties = decode_properties(r, version, PropertyContext::ConnAck)?;
     Ok(ConnAck {
