@@ -229,7 +229,9 @@ class TestClient:
         self.clean = clean
         self.keepalive = keepalive
         self.connect_properties = properties
-        kwargs = dict(client_id=client_id, protocol=protocol)
+        # No automatic reconnection: a test reconnects explicitly (and an auto-reconnecting
+        # client would fight a takeover test's second client for the ClientId).
+        kwargs = dict(client_id=client_id, protocol=protocol, reconnect_on_failure=False)
         if protocol != MQTTv5:
             kwargs["clean_session"] = clean
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
@@ -279,6 +281,9 @@ class TestClient:
 
     # actions
     def connect(self, expect_rc: int | None = 0, clean_start: bool | None = None) -> Connack:
+        if self._loop_started:
+            self.c.loop_stop()
+            self._loop_started = False
         if self.protocol == MQTTv5:
             cs = self.clean if clean_start is None else clean_start
             self.c.connect(
@@ -287,9 +292,8 @@ class TestClient:
             )
         else:
             self.c.connect(self.broker.host, self.broker.port, self.keepalive)
-        if not self._loop_started:
-            self.c.loop_start()
-            self._loop_started = True
+        self.c.loop_start()
+        self._loop_started = True
         ack = self.connacks.get(timeout=TIMEOUT)
         if expect_rc is not None:
             assert ack.reason_code == expect_rc, f"CONNACK reason {ack.reason_code:#x}"
