@@ -347,6 +347,15 @@ class TestClient:
                 return got
             got.append(m)
 
+    def collect_until_payload(self, marker_payload: bytes, timeout: float = TIMEOUT) -> list:
+        """Like :meth:`collect_until`, with the marker recognised by its payload (same topic)."""
+        got = []
+        while True:
+            m = self.expect(timeout)
+            if m.payload == marker_payload:
+                return got
+            got.append(m)
+
     def assert_no_message(self):
         assert self.messages.empty(), [(m.topic, m.payload) for m in list(self.messages.queue)]
 
@@ -379,14 +388,15 @@ class TestClient:
 
     def kill(self):
         """Drop the TCP connection without DISCONNECT (an abrupt close)."""
-        self.c.loop_stop()
-        self._loop_started = False
         sock = self.c.socket()
         if sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)  # wakes paho's network thread, which then exits
             except OSError:
                 pass
+        self.c.loop_stop()
+        self._loop_started = False
+        if sock is not None:
             sock.close()
 
 
