@@ -7,8 +7,16 @@ use std::ops::Deref;
 
 /// An immutable UTF-8 string backed by `Bytes`: cloning it is a reference count bump,
 /// and decoding one from a packet does not copy.
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteStr(Bytes);
+
+// Hash as `str` does, so that `HashMap<ByteStr, _>` can be looked up with a `&str`
+// (the `Borrow<str>` contract).
+impl std::hash::Hash for ByteStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
 
 impl ByteStr {
     /// An empty string.
@@ -121,5 +129,12 @@ mod tests {
         assert_eq!(ByteStr::from("x").as_str(), "x");
         assert_eq!(ByteStr::from(String::from("y")).as_str(), "y");
         assert_eq!(ByteStr::from_static("z").as_str(), "z");
+    }
+
+    #[test]
+    fn lookup_by_str_in_hash_map() {
+        let mut m = std::collections::HashMap::new();
+        m.insert(ByteStr::from("client-1"), 1);
+        assert_eq!(m.get("client-1"), Some(&1));
     }
 }

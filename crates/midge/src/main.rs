@@ -1,2 +1,146 @@
 //! The `midge` binary: the broker and its subcommands.
-fn main() {}
+
+mod config;
+
+use anyhow::Context;
+use clap::Parser;
+use midge_broker::{Broker, Config, ListenerConfig};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Midge: an MQTT 3.1, 3.1.1 and 5.0 broker.
+///
+/// With no arguments, listens on 127.0.0.1:1883 and [::1]:1883 and allows anonymous
+/// clients (local only, as Mosquitto 2 does).
+#[derive(Debug, Parser)]
+#[command(name = "midge", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file: Midge's TOML or a Mosquitto `mosquitto.conf` (detected by
+    /// content). With a file, anonymous access must be allowed explicitly.
+    #[arg(short = 'c', long = "config-file", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Listen on this port on 127.0.0.1 and ::1 (may be repeated). Without -c, replaces the
+    /// default port 1883; with -c, adds to the file's listeners. Port 0 picks a free port.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Vec<u16>,
+
+    /// Verbose logging (debug level). `RUST_LOG` overrides the level and filters.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn loopback_listeners(port: u16, allow_anonymous: bool) -> [ListenerConfig; 2] {
+    [
+        ListenerConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            max_connections: None,
+            allow_anonymous,
+        },
+        ListenerConfig {
+            bind: SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+            max_connections: None,
+            allow_anonymous,
+        },
+    ]
+}
+
+/// Builds the configuration from the file (if any) and the command line.
+fn build_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => {
+            let loaded = config::load(path)?;
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            loaded.config
+        }
+        None => {
+            let mut c = Config::default();
+            if !cli.port.is_empty() {
+                c.listeners.clear();
+            }
+            c
+        }
+    };
+    let anonymous = cli.config.is_none();
+    for &port in &cli.port {
+        let mut pair = loopback_listeners(port, anonymous).to_vec();
+        // ::1 may be missing (IPv6 disabled); the IPv4 listener is enough then.
+        if !ipv6_loopback_available() {
+            pair.truncate(1);
+        }
+        config.listeners.extend(pair);
+    }
+    if cli.config.is_none() && cli.port.is_empty() && !ipv6_loopback_available() {
+        config.listeners.retain(|l| l.bind.is_ipv4());
+    }
+    Ok(config)
+}
+
+fn ipv6_loopback_available() -> bool {
+    std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = build_config(&cli)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let broker = Broker::start(config).await?;
+        tracing::info!("midge {} running", env!("CARGO_PKG_VERSION"));
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        broker.shutdown(Duration::from_secs(5)).await;
+        Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
