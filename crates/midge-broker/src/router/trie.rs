@@ -42,12 +42,15 @@ struct Leaf<K, V> {
     subs: Subs<K, V>,
 }
 
-/// Entries of one filter. Most filters have one or a few subscribers, for which a vector
-/// is smaller and faster than a map; a popular filter switches to a map so that
-/// subscribing and unsubscribing stay O(1).
+/// Entries of one filter. Most filters have a single subscriber, kept inline in the leaf
+/// with no allocation of its own; a few are a vector, smaller and faster than a map; a
+/// popular filter switches to a map so that subscribing and unsubscribing stay O(1).
+#[allow(clippy::box_collection)] // Boxed to keep every leaf small; few leaves need a map.
 enum Subs<K, V> {
+    Empty,
+    One(K, V),
     Few(Vec<(K, V)>),
-    Many(HashMap<K, V>),
+    Many(Box<HashMap<K, V>>),
 }
 
 const FEW_MAX: usize = 16;
@@ -311,7 +314,7 @@ impl<K: Eq + Hash + Clone, V> Leaf<K, V> {
     fn new(filter: &str) -> Self {
         Leaf {
             filter: filter.into(),
-            subs: Subs::Few(Vec::new()),
+            subs: Subs::Empty,
         }
     }
 
@@ -325,6 +328,8 @@ impl<K: Eq + Hash + Clone, V> Leaf<K, V> {
 impl<K: Eq + Hash + Clone, V> Subs<K, V> {
     fn len(&self) -> usize {
         match self {
+            Subs::Empty => 0,
+            Subs::One(..) => 1,
             Subs::Few(v) => v.len(),
             Subs::Many(m) => m.len(),
         }
@@ -332,6 +337,8 @@ impl<K: Eq + Hash + Clone, V> Subs<K, V> {
 
     fn get(&self, key: &K) -> Option<&V> {
         match self {
+            Subs::Empty => None,
+            Subs::One(k, v) => (k == key).then_some(v),
             Subs::Few(v) => v.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             Subs::Many(m) => m.get(key),
         }
@@ -339,25 +346,38 @@ impl<K: Eq + Hash + Clone, V> Subs<K, V> {
 
     fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self {
+            Subs::Empty => *self = Subs::One(key, value),
+            Subs::One(k, v) if *k == key => return Some(std::mem::replace(v, value)),
+            Subs::One(..) => {
+                if let Subs::One(k, v) = std::mem::replace(self, Subs::Empty) {
+                    *self = Subs::Few(vec![(k, v), (key, value)]);
+                }
+            }
             Subs::Few(v) => {
                 if let Some(slot) = v.iter_mut().find(|(k, _)| *k == key) {
                     return Some(std::mem::replace(&mut slot.1, value));
                 }
                 if v.len() < FEW_MAX {
                     v.push((key, value));
-                    return None;
+                } else {
+                    let mut map: HashMap<K, V> = std::mem::take(v).into_iter().collect();
+                    map.insert(key, value);
+                    *self = Subs::Many(Box::new(map));
                 }
-                let mut map: HashMap<K, V> = std::mem::take(v).into_iter().collect();
-                map.insert(key, value);
-                *self = Subs::Many(map);
-                None
             }
-            Subs::Many(m) => m.insert(key, value),
+            Subs::Many(m) => return m.insert(key, value),
         }
+        None
     }
 
     fn remove(&mut self, key: &K) -> Option<V> {
         match self {
+            Subs::Empty => None,
+            Subs::One(k, _) if k == key => match std::mem::replace(self, Subs::Empty) {
+                Subs::One(_, v) => Some(v),
+                _ => None,
+            },
+            Subs::One(..) => None,
             Subs::Few(v) => {
                 let i = v.iter().position(|(k, _)| k == key)?;
                 Some(v.swap_remove(i).1)
@@ -368,6 +388,8 @@ impl<K: Eq + Hash + Clone, V> Subs<K, V> {
 
     fn for_each(&self, mut f: impl FnMut(&K, &V)) {
         match self {
+            Subs::Empty => {}
+            Subs::One(k, v) => f(k, v),
             Subs::Few(v) => v.iter().for_each(|(k, v)| f(k, v)),
             Subs::Many(m) => m.iter().for_each(|(k, v)| f(k, v)),
         }
@@ -596,6 +618,24 @@ pub(crate) mod tests {
         assert_eq!(filters(&t, "a/b"), Vec::<String>::new());
         assert_eq!(filters(&t, "a/b/c"), ["a/b/c"]);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn subscribers_of_one_filter_survive_every_representation() {
+        let mut t = SubscriptionTrie::new();
+        for n in [1u32, 2, 16, 17, 40] {
+            for k in 0..n {
+                assert_eq!(t.insert("x", k, k), None);
+                assert_eq!(t.insert("x", k, k + 1), Some(k));
+            }
+            assert_eq!(matched(&t, "x").len(), n as usize);
+            for k in (0..n).rev() {
+                assert_eq!(t.get("x", &k), Some(&(k + 1)));
+                assert_eq!(t.remove("x", &k), Some(k + 1));
+                assert_eq!(t.remove("x", &k), None);
+            }
+            assert!(t.is_empty());
+        }
     }
 
     #[test]
