@@ -310,7 +310,8 @@ fn decode_pub_resp(r: &mut Reader, version: ProtocolVersion) -> Result<PubResp, 
     Ok(resp)
 }
 
-/// SUBSCRIBE: at least one filter [MQTT-3.8.3-3], each with its options byte.
+/// SUBSCRIBE: at least one filter (3.1.1 [MQTT-3.8.3-3], 5.0 [MQTT-3.8.3-2]), each with
+/// its options byte.
 fn decode_subscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
     let packet_id = r.packet_id()?;
     let properties = decode_properties(r, version, PropertyContext::Subscribe)?;
@@ -330,7 +331,7 @@ fn decode_subscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Subscrib
     })
 }
 
-/// The options byte: QoS only before 5.0 [MQTT-3.8.3-4]; 5.0 adds no local, retain as
+/// The options byte: QoS only before 5.0 [MQTT-3-8.3-4]; 5.0 adds no local, retain as
 /// published and retain handling, bits 6 and 7 reserved [MQTT-3.8.3-5].
 fn decode_subscription_options(
     byte: u8,
@@ -346,7 +347,13 @@ fn decode_subscription_options(
             "subscription options reserved bits set",
         ));
     }
-    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::Malformed("subscription QoS 3"))?;
+    let qos = match QoS::from_u8(byte & 0b11) {
+        Some(qos) => qos,
+        // 5.0 section 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the
+        // value 3"; 3.1.1 treats it as malformed [MQTT-3-8.3-4].
+        None if version.is_v5() => return Err(DecodeError::Protocol("subscription QoS 3")),
+        None => return Err(DecodeError::Malformed("subscription QoS 3")),
+    };
     let retain_handling = match (byte >> 4) & 0b11 {
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
