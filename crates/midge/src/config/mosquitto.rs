@@ -266,7 +266,8 @@ impl Parser {
             Some(Unsupported::ErrorUnless(accepted, why)) => {
                 if let Some(value) = self.single(key, rest, at) {
                     if value != accepted {
-                        self.report.error(at, key, format!("{key} {value}: {why}"));
+                        let message = format!("{why} (only `{key} {accepted}` is accepted)");
+                        self.report.error(at, key, message);
                     }
                 }
             }

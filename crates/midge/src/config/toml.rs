@@ -105,6 +105,8 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         return Some(header);
     } else if let Some((key, _)) = line.split_once('=') {
         key.trim().to_string()
+    } else if let Some(word) = line.split_whitespace().next() {
+        word.to_string()
     } else {
         return table;
     };
