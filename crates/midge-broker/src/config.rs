@@ -1,7 +1,8 @@
 //! The broker's settings, after parsing: what every part of the broker reads.
 //!
-//! Parsing (Midge's TOML and Mosquitto's `mosquitto.conf`) lives in the `midge` binary;
-//! this struct is the one shape both formats produce. Defaults follow Mosquitto 2.
+//! Parsing (Midge's TOML and Mosquitto's `mosquitto.conf`) lives in the `midge` binary
+//! (`crates/midge/src/config/`); this struct is the one shape both formats produce. Defaults
+//! follow Mosquitto 2; `docs/configuration.md` lists every key that sets each field.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,16 +11,27 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Address and port to bind. Port 0 picks a free port (tests).
+    ///
+    /// A listener configured without an address ("all interfaces", as Mosquitto's
+    /// `listener 1883`) arrives as two entries, `0.0.0.0:port` and `[::]:port`: bind the IPv6
+    /// wildcard IPv6-only (`IPV6_V6ONLY`), as Mosquitto does, or the second bind fails with
+    /// "address in use" on Linux. A host name arrives as one entry per resolved address.
     pub bind: SocketAddr,
     /// Maximum simultaneous connections on this listener; `None` for no limit.
     pub max_connections: Option<usize>,
-    /// Whether clients without a username may connect on this listener.
+    /// Whether clients without a username may connect on this listener. Mosquitto 2's
+    /// rule: false unless the file allows it, except in local only mode (no listener
+    /// configured), where it is true.
     pub allow_anonymous: bool,
 }
 
 /// The broker's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// Sockets to listen on. The default (and what a file without any listener gives) is
+    /// Mosquitto 2's "local only mode": 127.0.0.1:1883 and [::1]:1883, anonymous allowed.
+    /// On a host without IPv6, failing to bind `::1` here should not stop the broker
+    /// (Mosquitto starts if at least one of the two binds).
     pub listeners: Vec<ListenerConfig>,
     /// Largest keep-alive a client may ask for, in seconds; larger requests are answered
     /// with Server Keep Alive (5.0) or refused (3.1.1, as Mosquitto does). 0 = no limit.
@@ -44,6 +56,8 @@ pub struct Config {
     /// upper bound of a 3.1.1 session's life; 5.0 sessions use their own expiry if
     /// shorter). `None` = never.
     pub persistent_client_expiration: Option<Duration>,
+    /// Whether retained messages are supported (advertised as Retain Available in 5.0;
+    /// Mosquitto disconnects a client that publishes with retain when this is false).
     pub retain_available: bool,
     /// Largest QoS the broker grants (advertised as Maximum QoS in 5.0).
     pub max_qos: u8,
