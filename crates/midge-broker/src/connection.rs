@@ -248,7 +248,10 @@ where
                         return close;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    reserve_for_next(rbuf);
+                    break;
+                }
                 Err(e) => {
                     tracing::info!(client = %conn.client_id, peer = %conn.peer, "closing: {e}");
                     return Close::Violation(e.reason_code(), e.to_string());
@@ -293,6 +296,21 @@ where
                 return Close::KeepAliveTimeout;
             }
         }
+    }
+}
+
+/// Makes room for the rest of a partly read packet in one allocation (its size was
+/// already checked against the maximum by the decoder), and for reads of at least
+/// `READ_CHUNK` bytes so a stream of small packets needs few system calls.
+fn reserve_for_next(rbuf: &mut BytesMut) {
+    const READ_CHUNK: usize = 4096;
+    let wanted = match midge_proto::decode_fixed_header(rbuf) {
+        Ok(Some(h)) => (h.header_len + h.remaining_len).saturating_sub(rbuf.len()),
+        _ => 0,
+    };
+    let spare = rbuf.capacity() - rbuf.len();
+    if spare < wanted.max(READ_CHUNK / 4) {
+        rbuf.reserve(wanted.max(READ_CHUNK));
     }
 }
 
