@@ -112,7 +112,9 @@ pub fn parse_shared(filter: &str) -> Result<Option<(&str, &str)>, TopicError> {
         return Err(TopicError::BadShare("share name contains a wildcard"));
     }
     if inner.is_empty() {
-        return Err(TopicError::BadShare("empty topic filter after the share name"));
+        return Err(TopicError::BadShare(
+            "empty topic filter after the share name",
+        ));
     }
     valid_topic_filter(inner)?;
     Ok(Some((group, inner)))
@@ -157,7 +159,15 @@ mod tests {
     #[test]
     fn empty_levels_are_valid() {
         // [MQTT-4.7.3-1]: zero-length levels are allowed, only the whole topic must be non-empty.
-        for name in ["/", "//", "/a", "a/", "a//b", "$SYS/x", "sport/tennis/player1"] {
+        for name in [
+            "/",
+            "//",
+            "/a",
+            "a/",
+            "a//b",
+            "$SYS/x",
+            "sport/tennis/player1",
+        ] {
             assert_eq!(valid_topic_name(name), Ok(()), "{name}");
             assert_eq!(valid_topic_filter(name), Ok(()), "{name}");
         }
@@ -170,18 +180,34 @@ mod tests {
             assert_eq!(valid_topic_filter(ok), Ok(()), "{ok}");
         }
         for bad in ["a/#/b", "#/a", "a/b#", "a#", "##", "a/#/", "sport/tennis#"] {
-            assert_eq!(valid_topic_filter(bad), Err(TopicError::BadWildcard), "{bad}");
+            assert_eq!(
+                valid_topic_filter(bad),
+                Err(TopicError::BadWildcard),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn plus_must_be_alone_in_its_level() {
         // [MQTT-4.7.1-2]
-        for ok in ["+", "+/+", "/+", "+/", "a/+/b", "+/tennis/#", "sport/+/player1"] {
+        for ok in [
+            "+",
+            "+/+",
+            "/+",
+            "+/",
+            "a/+/b",
+            "+/tennis/#",
+            "sport/+/player1",
+        ] {
             assert_eq!(valid_topic_filter(ok), Ok(()), "{ok}");
         }
         for bad in ["a+", "+a", "a/b+/c", "++", "sport+"] {
-            assert_eq!(valid_topic_filter(bad), Err(TopicError::BadWildcard), "{bad}");
+            assert_eq!(
+                valid_topic_filter(bad),
+                Err(TopicError::BadWildcard),
+                "{bad}"
+            );
         }
     }
 
@@ -260,19 +286,40 @@ mod tests {
     #[test]
     fn shared_filter_needs_a_share_name_and_a_filter() {
         // [MQTT-4.8.2-1]: ShareName at least one character, followed by '/' and a filter.
-        assert!(matches!(parse_shared("$share/"), Err(TopicError::BadShare(_))));
-        assert!(matches!(parse_shared("$share//a"), Err(TopicError::BadShare(_))));
-        assert!(matches!(parse_shared("$share/g"), Err(TopicError::BadShare(_))));
-        assert!(matches!(parse_shared("$share/g/"), Err(TopicError::BadShare(_))));
+        assert!(matches!(
+            parse_shared("$share/"),
+            Err(TopicError::BadShare(_))
+        ));
+        assert!(matches!(
+            parse_shared("$share//a"),
+            Err(TopicError::BadShare(_))
+        ));
+        assert!(matches!(
+            parse_shared("$share/g"),
+            Err(TopicError::BadShare(_))
+        ));
+        assert!(matches!(
+            parse_shared("$share/g/"),
+            Err(TopicError::BadShare(_))
+        ));
         assert_eq!(parse_shared("$share/g/a/#/b"), Err(TopicError::BadWildcard));
     }
 
     #[test]
     fn share_name_must_not_contain_wildcards() {
         // [MQTT-4.8.2-2]
-        assert!(matches!(parse_shared("$share/+/a"), Err(TopicError::BadShare(_))));
-        assert!(matches!(parse_shared("$share/#/a"), Err(TopicError::BadShare(_))));
-        assert!(matches!(parse_shared("$share/g+/a"), Err(TopicError::BadShare(_))));
+        assert!(matches!(
+            parse_shared("$share/+/a"),
+            Err(TopicError::BadShare(_))
+        ));
+        assert!(matches!(
+            parse_shared("$share/#/a"),
+            Err(TopicError::BadShare(_))
+        ));
+        assert!(matches!(
+            parse_shared("$share/g+/a"),
+            Err(TopicError::BadShare(_))
+        ));
     }
 
     #[test]
