@@ -1,6 +1,7 @@
 //! The `midge` binary: the broker and its subcommands.
 
 mod config;
+mod tools;
 
 use anyhow::Context;
 use clap::Parser;
@@ -32,7 +33,15 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(name) = args.get(1).and_then(|a| a.to_str()).map(str::to_owned) {
+        let sub_args = args.split_off(1);
+        if let Some(code) = tools::dispatch(&name, sub_args.clone()) {
+            return code;
+        }
+        args.extend(sub_args);
+    }
+    let cli = Cli::parse_from(args);
     init_logging(cli.verbose);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
