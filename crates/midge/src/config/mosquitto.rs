@@ -631,7 +631,6 @@ impl Parser {
         }
         let settings = std::mem::take(&mut self.shared);
         let mut keys: Vec<&'static str> = settings.iter().map(|(_, v, _)| v.key()).collect();
-        keys.dedup();
         keys.sort_unstable();
         keys.dedup();
         for key in keys {
