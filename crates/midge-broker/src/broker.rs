@@ -138,7 +138,10 @@ impl BrokerInner {
             st.queue.clear();
             st.queued_bytes = 0;
             st.inflight.clear();
-            (std::mem::take(&mut st.subscriptions), st.pending_will.take())
+            (
+                std::mem::take(&mut st.subscriptions),
+                st.pending_will.take(),
+            )
         };
         for filter in subs.keys() {
             self.unroute(cell.id, filter);
@@ -160,13 +163,25 @@ impl BrokerInner {
                     shared: Some(stored_filter.clone()),
                 },
             ),
-            _ => self.router.unsubscribe(stored_filter, &SubKey { session, shared: None }),
+            _ => self.router.unsubscribe(
+                stored_filter,
+                &SubKey {
+                    session,
+                    shared: None,
+                },
+            ),
         }
     }
 
     /// Called when a connection leaves its session: sends or schedules the will and
     /// schedules the end of the session.
-    pub fn detach(self: &Arc<Self>, cell: &Arc<SessionCell>, conn_id: u64, will: Option<Arc<Message>>, will_delay: u32) {
+    pub fn detach(
+        self: &Arc<Self>,
+        cell: &Arc<SessionCell>,
+        conn_id: u64,
+        will: Option<Arc<Message>>,
+        will_delay: u32,
+    ) {
         let (generation, expiry) = {
             let mut st = cell.state.lock();
             if st.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
@@ -175,6 +190,7 @@ impl BrokerInner {
             st.generation += 1;
             (st.generation, st.expiry)
         };
+        cell.detached.notify_waiters();
         let session_ends_now = expiry == Some(Duration::ZERO);
         if let Some(will) = will {
             let delay = Duration::from_secs(u64::from(will_delay));
@@ -189,7 +205,9 @@ impl BrokerInner {
                     let cell = cell.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        let Some(broker) = broker.upgrade() else { return };
+                        let Some(broker) = broker.upgrade() else {
+                            return;
+                        };
                         let will = {
                             let mut st = cell.state.lock();
                             if st.generation != generation {
@@ -212,7 +230,9 @@ impl BrokerInner {
                 let cell = cell.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
-                    let Some(broker) = broker.upgrade() else { return };
+                    let Some(broker) = broker.upgrade() else {
+                        return;
+                    };
                     if cell.state.lock().generation == generation {
                         broker.discard_session(&cell);
                     }
@@ -239,8 +259,14 @@ impl Broker {
         let inner = Arc::new(BrokerInner::new(config, shutdown_rx));
         let mut bound = Vec::new();
         for l in &listeners {
-            let socket = crate::listener::bind(l.bind).map_err(|source| StartError::Bind { addr: l.bind, source })?;
-            let addr = socket.local_addr().map_err(|source| StartError::Bind { addr: l.bind, source })?;
+            let socket = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
+                addr: l.bind,
+                source,
+            })?;
+            let addr = socket.local_addr().map_err(|source| StartError::Bind {
+                addr: l.bind,
+                source,
+            })?;
             bound.push((socket, addr, l.clone()));
         }
         let mut local_addrs = Vec::new();

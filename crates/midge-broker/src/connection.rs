@@ -113,7 +113,10 @@ impl Conn {
     /// Appends a packet to the write buffer.
     pub fn send(&mut self, packet: &Packet) {
         encode(packet, self.version, &mut self.wbuf);
-        self.broker.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.broker
+            .stats
+            .messages_sent
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Dispatches one packet received after CONNECT.
@@ -136,10 +139,16 @@ impl Conn {
                 "AUTH without an authentication method".into(),
             )),
             // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
-            Packet::Connect(_) => Err(Close::Violation(ReasonCode::PROTOCOL_ERROR, "second CONNECT".into())),
-            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => Err(
-                Close::Violation(ReasonCode::PROTOCOL_ERROR, "packet only a server may send".into()),
-            ),
+            Packet::Connect(_) => Err(Close::Violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "second CONNECT".into(),
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::Violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "packet only a server may send".into(),
+                ))
+            }
         }
     }
 
@@ -160,8 +169,13 @@ impl Conn {
 }
 
 /// Serves one connection until it closes.
-pub async fn run<R, W>(broker: Arc<BrokerInner>, mut reader: R, mut writer: W, peer: SocketAddr, allow_anonymous: bool)
-where
+pub async fn run<R, W>(
+    broker: Arc<BrokerInner>,
+    mut reader: R,
+    mut writer: W,
+    peer: SocketAddr,
+    allow_anonymous: bool,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -189,7 +203,10 @@ async fn read_connect<R: AsyncRead + Unpin>(
     loop {
         match decode(rbuf, ProtocolVersion::V5, max) {
             Ok(Some(Packet::Connect(c))) => {
-                conn.broker.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                conn.broker
+                    .stats
+                    .messages_received
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(c);
             }
             Ok(Some(other)) => {
@@ -210,7 +227,10 @@ async fn read_connect<R: AsyncRead + Unpin>(
             }
             Ok(Ok(0)) | Ok(Err(_)) => return Err(Close::PeerGone),
             Ok(Ok(n)) => {
-                conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                conn.broker
+                    .stats
+                    .bytes_received
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }
@@ -235,14 +255,21 @@ where
     // 1.5 times the keep-alive [MQTT-3.1.2-24]; zero disables the check.
     let keep_alive = conn.keep_alive + conn.keep_alive / 2;
     let far = Duration::from_secs(86400 * 365);
-    let ka_sleep = tokio::time::sleep(if keep_alive.is_zero() { far } else { keep_alive });
+    let ka_sleep = tokio::time::sleep(if keep_alive.is_zero() {
+        far
+    } else {
+        keep_alive
+    });
     tokio::pin!(ka_sleep);
     let max_in = conn.max_packet_in();
     loop {
         loop {
             match decode(rbuf, conn.version, max_in) {
                 Ok(Some(packet)) => {
-                    conn.broker.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                    conn.broker
+                        .stats
+                        .messages_received
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::trace!(client = %conn.client_id, "received {:?}", packet.packet_type());
                     if let Err(close) = conn.handle(packet) {
                         return close;
@@ -331,11 +358,16 @@ async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: C
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
     let will_goes = matches!(
         close,
-        Close::PeerGone | Close::Violation(..) | Close::TakenOver(_) | Close::Kicked(_) | Close::KeepAliveTimeout
+        Close::PeerGone
+            | Close::Violation(..)
+            | Close::TakenOver(_)
+            | Close::Kicked(_)
+            | Close::KeepAliveTimeout
     );
     if let Some(cell) = conn.session.take() {
         let will = if will_goes { conn.will.take() } else { None };
-        conn.broker.detach(&cell, conn.conn_id, will, conn.will_delay);
+        conn.broker
+            .detach(&cell, conn.conn_id, will, conn.will_delay);
         conn.broker.stats.client_disconnected();
         tracing::info!(client = %conn.client_id, peer = %conn.peer, "client disconnected ({close:?})");
     }

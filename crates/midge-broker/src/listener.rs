@@ -62,7 +62,12 @@ pub async fn accept_loop(broker: Arc<BrokerInner>, listener: TcpListener, config
     }
 }
 
-async fn serve_tcp(broker: &Arc<BrokerInner>, stream: TcpStream, peer: SocketAddr, allow_anonymous: bool) {
+async fn serve_tcp(
+    broker: &Arc<BrokerInner>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    allow_anonymous: bool,
+) {
     let (reader, writer) = stream.into_split();
     crate::connection::run(broker.clone(), reader, writer, peer, allow_anonymous).await;
 }

@@ -32,7 +32,12 @@ pub struct Message {
 impl Message {
     /// Builds the shared message from an incoming PUBLISH whose topic has been resolved
     /// (topic alias already applied).
-    pub fn from_publish(publish: Publish, topic: ByteStr, origin: SessionId, now: Instant) -> Arc<Message> {
+    pub fn from_publish(
+        publish: Publish,
+        topic: ByteStr,
+        origin: SessionId,
+        now: Instant,
+    ) -> Arc<Message> {
         let mut properties = publish.properties;
         let expires_at = properties
             .message_expiry_interval

@@ -136,13 +136,18 @@ pub struct SessionCell {
     pub state: Mutex<SessionState>,
     /// Woken when a message is queued for a connected client.
     pub notify: Notify,
+    /// Woken (all waiters) when a connection detaches; a takeover waits on it.
+    pub detached: Notify,
     limits: QueueLimits,
     stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for SessionCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionCell").field("id", &self.id).field("client_id", &self.client_id).finish()
+        f.debug_struct("SessionCell")
+            .field("id", &self.id)
+            .field("client_id", &self.client_id)
+            .finish()
     }
 }
 
@@ -153,6 +158,7 @@ impl SessionCell {
             client_id,
             state: Mutex::new(SessionState::default()),
             notify: Notify::new(),
+            detached: Notify::new(),
             limits,
             stats,
         }
@@ -167,9 +173,10 @@ impl SessionCell {
             if !online && qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
                 return false;
             }
-            let full_count = self.limits.max_messages > 0 && st.queue.len() >= self.limits.max_messages;
-            let full_bytes =
-                self.limits.max_bytes > 0 && st.queued_bytes + msg.payload.len() > self.limits.max_bytes;
+            let full_count =
+                self.limits.max_messages > 0 && st.queue.len() >= self.limits.max_messages;
+            let full_bytes = self.limits.max_bytes > 0
+                && st.queued_bytes + msg.payload.len() > self.limits.max_bytes;
             if full_count || full_bytes {
                 drop(st);
                 self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);

@@ -48,7 +48,10 @@ pub fn snapshot(broker: &BrokerInner) -> Vec<(&'static str, String)> {
         ("$SYS/broker/uptime", format!("{uptime} seconds")),
         ("$SYS/broker/clients/connected", connected.to_string()),
         ("$SYS/broker/clients/active", connected.to_string()),
-        ("$SYS/broker/clients/total", total_sessions.max(connected).to_string()),
+        (
+            "$SYS/broker/clients/total",
+            total_sessions.max(connected).to_string(),
+        ),
         (
             "$SYS/broker/clients/disconnected",
             total_sessions.saturating_sub(connected).to_string(),
@@ -57,16 +60,43 @@ pub fn snapshot(broker: &BrokerInner) -> Vec<(&'static str, String)> {
             "$SYS/broker/clients/inactive",
             total_sessions.saturating_sub(connected).to_string(),
         ),
-        ("$SYS/broker/clients/maximum", get(&s.clients_maximum).to_string()),
-        ("$SYS/broker/messages/received", get(&s.messages_received).to_string()),
-        ("$SYS/broker/messages/sent", get(&s.messages_sent).to_string()),
-        ("$SYS/broker/publish/messages/received", get(&s.publish_received).to_string()),
-        ("$SYS/broker/publish/messages/sent", get(&s.publish_sent).to_string()),
-        ("$SYS/broker/publish/messages/dropped", get(&s.messages_dropped).to_string()),
-        ("$SYS/broker/bytes/received", get(&s.bytes_received).to_string()),
+        (
+            "$SYS/broker/clients/maximum",
+            get(&s.clients_maximum).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            get(&s.messages_received).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            get(&s.messages_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/received",
+            get(&s.publish_received).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/sent",
+            get(&s.publish_sent).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped",
+            get(&s.messages_dropped).to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/received",
+            get(&s.bytes_received).to_string(),
+        ),
         ("$SYS/broker/bytes/sent", get(&s.bytes_sent).to_string()),
-        ("$SYS/broker/subscriptions/count", broker.router.len().to_string()),
-        ("$SYS/broker/retained messages/count", broker.retained_count().to_string()),
+        (
+            "$SYS/broker/subscriptions/count",
+            broker.router.len().to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            broker.retained_count().to_string(),
+        ),
     ]
 }
 

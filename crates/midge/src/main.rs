@@ -18,7 +18,8 @@ use std::time::Duration;
 #[command(name = "midge", version, about, long_about = None)]
 struct Cli {
     /// Configuration file: Midge's TOML or a Mosquitto `mosquitto.conf` (detected by
-    /// content). With a file, anonymous access must be allowed explicitly.
+    /// content). With a file that defines listeners, anonymous access must be
+    /// allowed explicitly (`allow_anonymous true`), as in Mosquitto 2.
     #[arg(short = 'c', long = "config-file", value_name = "FILE")]
     config: Option<PathBuf>,
 

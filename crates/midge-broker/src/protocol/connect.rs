@@ -4,7 +4,8 @@ use crate::connection::{Close, Conn};
 use crate::message::Message;
 use crate::session::{ConnLink, Control, QueueLimits, SessionCell, Stage};
 use midge_proto::{
-    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, PubResp, Publish, ReasonCode,
+    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, PubResp, Publish,
+    ReasonCode,
 };
 use rand::distr::{Alphanumeric, SampleString};
 use std::sync::Arc;
@@ -18,15 +19,19 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 impl Conn {
     /// Answers a CONNECT that failed to decode with the CONNACK the spec asks for.
     pub(crate) fn refuse_connect_error(&mut self, e: &DecodeError) {
-        match e {
-            // Unsupported protocol level: CONNACK 0x01 / 0x84, then close [MQTT-3.1.2-2].
-            DecodeError::UnsupportedProtocol { level } => {
-                self.version = if *level == 5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
-                self.write_connack(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, false, Properties::default());
-            }
-            // Other malformed CONNECTs are simply closed in 3.1.1 [MQTT-4.8.0-1]; a 5.0 peer
-            // is told why when we can tell it speaks 5.0 (we cannot here: just close).
-            _ => {}
+        // Unsupported protocol level: CONNACK 0x01 / 0x84, then close [MQTT-3.1.2-2].
+        // Other malformed CONNECTs are simply closed [MQTT-4.8.0-1].
+        if let DecodeError::UnsupportedProtocol { level } = e {
+            self.version = if *level == 5 {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V311
+            };
+            self.write_connack(
+                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                false,
+                Properties::default(),
+            );
         }
     }
 
@@ -57,7 +62,10 @@ impl Conn {
         self.client_id = c.client_id.clone();
         if self.client_id.is_empty() {
             if c.protocol == ProtocolVersion::V31 {
-                return Err(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "MQTT 3.1 requires a client id"));
+                return Err(self.refuse(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "MQTT 3.1 requires a client id",
+                ));
             }
             if c.protocol == ProtocolVersion::V311 && !c.clean_start {
                 return Err(self.refuse(
@@ -66,9 +74,16 @@ impl Conn {
                 ));
             }
             if !config.allow_zero_length_clientid {
-                return Err(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "empty client id not allowed"));
+                return Err(self.refuse(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "empty client id not allowed",
+                ));
             }
-            let id = format!("{}{}", config.auto_id_prefix, Alphanumeric.sample_string(&mut rand::rng(), 16));
+            let id = format!(
+                "{}{}",
+                config.auto_id_prefix,
+                Alphanumeric.sample_string(&mut rand::rng(), 16)
+            );
             self.client_id = ByteStr::from(id);
             if v5 {
                 ack_props.assigned_client_identifier = Some(self.client_id.clone());
@@ -77,21 +92,33 @@ impl Conn {
 
         // Authentication: enhanced authentication is not offered yet.
         if c.properties.authentication_method.is_some() {
-            return Err(self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, "no authentication method is supported"));
+            return Err(self.refuse(
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                "no authentication method is supported",
+            ));
         }
         if c.username.is_none() && !self.allow_anonymous {
-            return Err(self.refuse(ReasonCode::NOT_AUTHORIZED, "anonymous access is not allowed"));
+            return Err(self.refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                "anonymous access is not allowed",
+            ));
         }
 
         // Keep-alive, bounded by max_keepalive.
         let mut keep_alive = c.keep_alive;
-        if config.max_keepalive > 0 && config.max_keepalive < u16::MAX && (keep_alive > config.max_keepalive || keep_alive == 0) {
+        if config.max_keepalive > 0
+            && config.max_keepalive < u16::MAX
+            && (keep_alive > config.max_keepalive || keep_alive == 0)
+        {
             if v5 {
                 keep_alive = config.max_keepalive;
                 ack_props.server_keep_alive = Some(keep_alive);
             } else if keep_alive > config.max_keepalive {
                 // No way to tell a 3.x client: refuse as Mosquitto does.
-                return Err(self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "keep-alive above max_keepalive"));
+                return Err(self.refuse(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "keep-alive above max_keepalive",
+                ));
             }
         }
         self.keep_alive = Duration::from_secs(u64::from(keep_alive));
@@ -104,7 +131,9 @@ impl Conn {
             match secs {
                 0 => Some(Duration::ZERO),
                 u32::MAX => cap,
-                s => Some(cap.map_or(Duration::from_secs(u64::from(s)), |cap| cap.min(Duration::from_secs(u64::from(s))))),
+                s => Some(cap.map_or(Duration::from_secs(u64::from(s)), |cap| {
+                    cap.min(Duration::from_secs(u64::from(s)))
+                })),
             }
         } else if c.clean_start {
             Some(Duration::ZERO)
@@ -124,10 +153,15 @@ impl Conn {
         // Will.
         if let Some(w) = &c.will {
             if w.qos.as_u8() > config.max_qos {
-                return Err(self.refuse(ReasonCode::QOS_NOT_SUPPORTED, "will QoS above the maximum"));
+                return Err(
+                    self.refuse(ReasonCode::QOS_NOT_SUPPORTED, "will QoS above the maximum")
+                );
             }
             if w.retain && !config.retain_available {
-                return Err(self.refuse(ReasonCode::RETAIN_NOT_SUPPORTED, "retained will but retain is not available"));
+                return Err(self.refuse(
+                    ReasonCode::RETAIN_NOT_SUPPORTED,
+                    "retained will but retain is not available",
+                ));
             }
         }
 
@@ -146,7 +180,12 @@ impl Conn {
                 properties: props,
                 payload: w.payload,
             };
-            self.will = Some(Message::from_publish(publish, w.topic, cell.id, Instant::now()));
+            self.will = Some(Message::from_publish(
+                publish,
+                w.topic,
+                cell.id,
+                Instant::now(),
+            ));
         }
 
         // CONNACK properties the client needs to know [MQTT-3.2.2-*].
@@ -176,7 +215,8 @@ impl Conn {
                 ack_props.session_expiry_interval = Some(granted);
             }
             if c.properties.request_response_information == Some(1) {
-                ack_props.response_information = Some(ByteStr::from(format!("response/{}", self.client_id)));
+                ack_props.response_information =
+                    Some(ByteStr::from(format!("response/{}", self.client_id)));
             }
         }
         self.write_connack(ReasonCode::SUCCESS, session_present, ack_props);
@@ -190,7 +230,11 @@ impl Conn {
     }
 
     /// Finds, takes over or creates the session for this client and attaches to it.
-    async fn attach_session(&mut self, clean_start: bool, expiry: Option<Duration>) -> Result<(Arc<SessionCell>, bool), Close> {
+    async fn attach_session(
+        &mut self,
+        clean_start: bool,
+        expiry: Option<Duration>,
+    ) -> Result<(Arc<SessionCell>, bool), Close> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut link = Some(ConnLink {
             conn_id: self.conn_id,
@@ -200,11 +244,16 @@ impl Conn {
             // Take over a connected session: the old connection closes (5.0: DISCONNECT
             // 0x8E) and detaches before we go on [MQTT-3.1.4-3].
             if let Some(old) = self.broker.sessions.get(&self.client_id) {
+                // Registered before looking, so a detach in between is not missed.
+                let detached = old.detached.notified();
                 let control = old.state.lock().conn.as_ref().map(|l| l.control.clone());
                 if let Some(control) = control {
                     let (ack_tx, ack_rx) = oneshot::channel();
                     if control.send(Control::TakeOver(ack_tx)).is_ok() {
                         let _ = tokio::time::timeout(TAKEOVER_WAIT, ack_rx).await;
+                    } else {
+                        // The old connection is already closing: wait for it to detach.
+                        let _ = tokio::time::timeout(TAKEOVER_WAIT, detached).await;
                     }
                 }
             }
@@ -220,10 +269,11 @@ impl Conn {
                         max_bytes: self.broker.config.max_queued_bytes,
                         queue_qos0_offline: self.broker.config.queue_qos0_messages,
                     };
-                    let (cell, replaced) =
-                        self.broker
-                            .sessions
-                            .create(self.client_id.clone(), limits, self.broker.stats.clone());
+                    let (cell, replaced) = self.broker.sessions.create(
+                        self.client_id.clone(),
+                        limits,
+                        self.broker.stats.clone(),
+                    );
                     if let Some(replaced) = replaced {
                         if !Arc::ptr_eq(&replaced, &cell) {
                             self.broker.discard_session(&replaced);

@@ -31,7 +31,10 @@ impl Conn {
             if front.msg.is_expired(now) {
                 // Expired while queued: never sent [MQTT-3.3.2-5].
                 st.pop_queued();
-                self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                self.broker
+                    .stats
+                    .messages_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             if front.qos == QoS::AtMostOnce {
@@ -43,7 +46,9 @@ impl Conn {
             if st.inflight.len() >= window {
                 break;
             }
-            let Some(packet_id) = st.allocate_packet_id() else { break };
+            let Some(packet_id) = st.allocate_packet_id() else {
+                break;
+            };
             let Some(q) = st.pop_queued() else { break };
             if self.write_delivery(&q, packet_id, false) {
                 let stage = if q.qos == QoS::AtLeastOnce {
@@ -65,7 +70,10 @@ impl Conn {
         match self.outgoing_publish(q, packet_id, dup) {
             Some(p) => {
                 self.send(&p);
-                self.broker.stats.publish_sent.fetch_add(1, Ordering::Relaxed);
+                self.broker
+                    .stats
+                    .publish_sent
+                    .fetch_add(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -75,7 +83,12 @@ impl Conn {
     /// Builds the PUBLISH for one delivery, or `None` when it exceeds the client's
     /// Maximum Packet Size: such a message is discarded as if it had been sent
     /// [MQTT-3.1.2-25].
-    pub(crate) fn outgoing_publish(&mut self, q: &Queued, packet_id: u16, dup: bool) -> Option<Packet> {
+    pub(crate) fn outgoing_publish(
+        &mut self,
+        q: &Queued,
+        packet_id: u16,
+        dup: bool,
+    ) -> Option<Packet> {
         let msg = &q.msg;
         let mut topic = msg.topic.clone();
         let mut properties = Properties::default();
@@ -83,7 +96,9 @@ impl Conn {
         if self.version.is_v5() {
             properties = msg.properties.clone();
             properties.message_expiry_interval = msg.remaining_expiry(Instant::now());
-            properties.subscription_identifiers.extend(q.sub_ids.iter().copied());
+            properties
+                .subscription_identifiers
+                .extend(q.sub_ids.iter().copied());
             if self.client_alias_max > 0 && self.broker.config.outgoing_topic_aliases {
                 if let Some(&alias) = self.out_aliases.get(&msg.topic) {
                     properties.topic_alias = Some(alias);
@@ -100,13 +115,20 @@ impl Conn {
             qos: q.qos,
             retain: q.retain,
             topic,
-            packet_id: if q.qos == QoS::AtMostOnce { 0 } else { packet_id },
+            packet_id: if q.qos == QoS::AtMostOnce {
+                0
+            } else {
+                packet_id
+            },
             properties,
             payload: msg.payload.clone(),
         });
         if encoded_len(&packet, self.version) > self.client_max_packet {
             tracing::debug!(client = %self.client_id, topic = %msg.topic, "message larger than the client's maximum packet size; dropped");
-            self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            self.broker
+                .stats
+                .messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return None;
         }
         if let Some(alias) = new_alias {

@@ -13,7 +13,8 @@ impl Conn {
                 if self.connect_expiry_zero && secs != 0 {
                     return Err(Close::Violation(
                         ReasonCode::PROTOCOL_ERROR,
-                        "DISCONNECT sets a session expiry after CONNECT set zero [MQTT-3.14.2-2]".into(),
+                        "DISCONNECT sets a session expiry after CONNECT set zero [MQTT-3.14.2-2]"
+                            .into(),
                     ));
                 }
                 if let Some(cell) = &self.session {

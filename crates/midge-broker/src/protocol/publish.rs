@@ -16,7 +16,10 @@ impl Conn {
     fn resolve_topic(&mut self, p: &mut Publish) -> Result<ByteStr, Close> {
         let Some(alias) = p.properties.topic_alias.take() else {
             if p.topic.is_empty() {
-                return Err(self.violation(ReasonCode::PROTOCOL_ERROR, "empty topic without a topic alias"));
+                return Err(self.violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "empty topic without a topic alias",
+                ));
             }
             return Ok(p.topic.clone());
         };
@@ -38,12 +41,21 @@ impl Conn {
     pub(crate) fn handle_publish(&mut self, mut p: Publish) -> Result<(), Close> {
         let broker = self.broker.clone();
         let config = &broker.config;
-        self.broker.stats.publish_received.fetch_add(1, Ordering::Relaxed);
+        self.broker
+            .stats
+            .publish_received
+            .fetch_add(1, Ordering::Relaxed);
         if p.qos.as_u8() > config.max_qos {
-            return Err(self.violation(ReasonCode::QOS_NOT_SUPPORTED, "QoS above the maximum [MQTT-3.2.2-11]"));
+            return Err(self.violation(
+                ReasonCode::QOS_NOT_SUPPORTED,
+                "QoS above the maximum [MQTT-3.2.2-11]",
+            ));
         }
         if p.retain && !config.retain_available {
-            return Err(self.violation(ReasonCode::RETAIN_NOT_SUPPORTED, "retain is not available [MQTT-3.2.2-14]"));
+            return Err(self.violation(
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "retain is not available [MQTT-3.2.2-14]",
+            ));
         }
         let topic = if self.version.is_v5() {
             self.resolve_topic(&mut p)?
@@ -56,14 +68,24 @@ impl Conn {
         // Refused before routing: oversize payloads and invalid UTF-8 declared as UTF-8.
         let mut refusal = None;
         if config.message_size_limit > 0 && p.payload.len() > config.message_size_limit {
-            refusal = Some(ReasonCode::PACKET_TOO_LARGE);
-        } else if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            // 0x95 is not allowed on PUBACK/PUBREC; 0x97 names an imposed limit.
+            refusal = Some(ReasonCode::QUOTA_EXCEEDED);
+        } else if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
             refusal = Some(ReasonCode::PAYLOAD_FORMAT_INVALID);
         }
         if let Some(rc) = refusal {
             tracing::debug!(client = %self.client_id, %topic, "publish refused: {rc}");
-            self.broker.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-            let rc = if self.version.is_v5() { rc } else { ReasonCode::SUCCESS };
+            self.broker
+                .stats
+                .messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            let rc = if self.version.is_v5() {
+                rc
+            } else {
+                ReasonCode::SUCCESS
+            };
             match qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::with_reason(packet_id, rc))),
@@ -132,7 +154,11 @@ impl Conn {
         if let Some(cell) = &self.session {
             let mut st = cell.state.lock();
             if let Some(pos) = st.inflight_position(a.packet_id) {
-                if st.inflight.get(pos).is_some_and(|m| m.stage == Stage::AwaitPubAck) {
+                if st
+                    .inflight
+                    .get(pos)
+                    .is_some_and(|m| m.stage == Stage::AwaitPubAck)
+                {
                     st.inflight.remove(pos);
                 }
             }
@@ -159,7 +185,10 @@ impl Conn {
                     }
                     Some(PubResp::new(a.packet_id))
                 }
-                None => Some(PubResp::with_reason(a.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)),
+                None => Some(PubResp::with_reason(
+                    a.packet_id,
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                )),
             }
         };
         if let Some(rel) = reply {
@@ -188,7 +217,11 @@ impl Conn {
         if let Some(cell) = &self.session {
             let mut st = cell.state.lock();
             if let Some(pos) = st.inflight_position(a.packet_id) {
-                if st.inflight.get(pos).is_some_and(|m| m.stage == Stage::AwaitPubComp) {
+                if st
+                    .inflight
+                    .get(pos)
+                    .is_some_and(|m| m.stage == Stage::AwaitPubComp)
+                {
                     st.inflight.remove(pos);
                 }
             }

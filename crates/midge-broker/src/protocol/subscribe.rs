@@ -3,7 +3,9 @@
 use crate::connection::{Close, Conn};
 use crate::router::{SubIds, SubKey, Subscriber};
 use crate::session::StoredSubscription;
-use midge_proto::{topic, ByteStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions};
+use midge_proto::{
+    topic, ByteStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -18,7 +20,9 @@ impl Conn {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
         for (filter, opts) in &s.filters {
-            let shared = match topic::valid_topic_filter(filter).and_then(|()| topic::parse_shared(filter)) {
+            let shared = match topic::valid_topic_filter(filter)
+                .and_then(|()| topic::parse_shared(filter))
+            {
                 Ok(shared) => shared,
                 Err(e) => {
                     tracing::info!(client = %self.client_id, %filter, "subscription refused: {e}");
@@ -38,16 +42,37 @@ impl Conn {
                 ));
             }
             let granted = opts.qos.min(max_qos);
-            let options = SubscriptionOptions { qos: granted, ..*opts };
+            let options = SubscriptionOptions {
+                qos: granted,
+                ..*opts
+            };
             let existed = cell
                 .state
                 .lock()
                 .subscriptions
-                .insert(filter.clone(), StoredSubscription { options, id: sub_id })
+                .insert(
+                    filter.clone(),
+                    StoredSubscription {
+                        options,
+                        id: sub_id,
+                    },
+                )
                 .is_some();
             let (route_filter, key) = match shared {
-                Some((_group, inner)) => (inner, SubKey { session: cell.id, shared: Some(filter.clone()) }),
-                None => (filter.as_str(), SubKey { session: cell.id, shared: None }),
+                Some((_group, inner)) => (
+                    inner,
+                    SubKey {
+                        session: cell.id,
+                        shared: Some(filter.clone()),
+                    },
+                ),
+                None => (
+                    filter.as_str(),
+                    SubKey {
+                        session: cell.id,
+                        shared: None,
+                    },
+                ),
             };
             self.broker.router.subscribe(
                 route_filter,
@@ -84,14 +109,19 @@ impl Conn {
 
     /// Queues every retained message matching `filter`, RETAIN set [MQTT-3.3.1-8].
     fn queue_retained(&mut self, filter: &ByteStr, granted: QoS, sub_id: Option<u32>) {
-        let Some(cell) = self.session.clone() else { return };
+        let Some(cell) = self.session.clone() else {
+            return;
+        };
         let now = Instant::now();
         let mut found = Vec::new();
-        self.broker.retained.read().for_each_match(filter, |_topic, msg| {
-            if !msg.is_expired(now) {
-                found.push(Arc::clone(msg));
-            }
-        });
+        self.broker
+            .retained
+            .read()
+            .for_each_match(filter, |_topic, msg| {
+                if !msg.is_expired(now) {
+                    found.push(Arc::clone(msg));
+                }
+            });
         for msg in found {
             let ids: SubIds = sub_id.into_iter().collect();
             cell.enqueue(&msg, msg.qos.min(granted), true, ids);
