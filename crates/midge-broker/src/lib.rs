@@ -1,6 +1,7 @@
 //! The Midge MQTT broker as a library: listeners, connections, sessions, routing,
 //! retained messages, wills and `$SYS` statistics. Embeddable in tests.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 mod connection;

@@ -1,0 +1,1 @@
+//! Authentication and authorisation: Mosquitto's password file and ACL file.
