@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[allow(unused_imports)]
 pub use midge_proto::ProtocolVersion::{V31, V311, V5};
 
 /// How long a test waits for a packet before it fails.
@@ -480,6 +481,23 @@ impl TestClient {
             .filter(|p| matches!(p, Packet::Publish(_)))
             .collect();
         assert!(publishes.is_empty(), "unexpected PUBLISH: {publishes:?}");
+    }
+
+    /// Every PUBLISH the broker had queued for this client when this was called (same
+    /// reasoning as [`TestClient::assert_no_publish`]), unacknowledged, in arrival order.
+    pub async fn drain_publishes(&mut self) -> Vec<Publish> {
+        self.ping().await;
+        self.ping().await;
+        let mut out = Vec::new();
+        let mut rest = VecDeque::new();
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                Packet::Publish(p) => out.push(p),
+                other => rest.push_back(other),
+            }
+        }
+        self.pending = rest;
+        out
     }
 
     /// Drops the TCP connection without DISCONNECT (the will goes, the session stays).
