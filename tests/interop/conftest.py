@@ -768,6 +768,13 @@ class RawClient:
             except OSError:
                 return got
 
+    def next_or_closed(self, timeout: float = TIMEOUT) -> "Packet | None":
+        """The next packet, or None if the broker closes the connection first."""
+        try:
+            return self.recv_packet(timeout)
+        except (Closed, ConnectionError):
+            return None
+
     def is_open_after(self, quiet: float) -> bool:
         """True if nothing closes the connection within ``quiet`` seconds (packets are kept)."""
         try:
