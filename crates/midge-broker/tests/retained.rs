@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use midge_proto::{Packet, QoS, ReasonCode};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_message_is_sent_to_a_new_subscriber_with_retain_1() {
@@ -204,4 +205,39 @@ async fn retained_message_survives_its_publishers_session() {
     let mut sub = b.client(V5, "sub").await;
     sub.subscribe("orphan/#", QoS::AtLeastOnce).await;
     assert_eq!(text(&sub.recv_publish_acked().await), "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_retained_message_is_not_sent() {
+    // [MQTT-3.3.2-5] (5.0): once its Message Expiry Interval has passed, a retained
+    // message is not delivered to new subscribers.
+    let b = TestBroker::start().await;
+    let mut publ = b.client(V5, "pub").await;
+    let mut p = publish_packet("rexp/t", "short-lived", QoS::AtLeastOnce);
+    p.retain = true;
+    p.properties.message_expiry_interval = Some(1);
+    publ.publish_packet(p).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut sub = b.client(V5, "sub").await;
+    sub.subscribe("rexp/t", QoS::AtLeastOnce).await;
+    sub.assert_no_publish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_message_carries_the_subscription_identifier() {
+    // 3.3.4 / 3.8.2.1.2: a retained message sent because of a SUBSCRIBE carries its
+    // Subscription Identifier.
+    let b = TestBroker::start().await;
+    let mut publ = b.client(V5, "pub").await;
+    publ.publish_retained("rsid/t", "r", QoS::AtLeastOnce).await;
+    let mut sub = b.client(V5, "sub").await;
+    let props = midge_proto::Properties {
+        subscription_identifiers: vec![42],
+        ..Default::default()
+    };
+    sub.subscribe_with(&[("rsid/#", opts(QoS::AtLeastOnce))], props)
+        .await;
+    let p = sub.recv_publish_acked().await;
+    assert_eq!(p.properties.subscription_identifiers, vec![42]);
+    assert!(p.retain);
 }

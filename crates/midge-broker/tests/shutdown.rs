@@ -1,0 +1,39 @@
+//! Broker shutdown: clients are told (5.0 DISCONNECT 0x8B) and the listener stops.
+
+mod common;
+
+use common::*;
+use midge_proto::ReasonCode;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_disconnects_clients_with_server_shutting_down() {
+    // 5.0 3.14.2.1: 0x8B Server shutting down; 3.1.1 clients are just closed.
+    let mut b = TestBroker::start().await;
+    let mut v5 = b.client(V5, "five").await;
+    let mut v3 = b.client(V311, "three").await;
+    let addr = b.addr;
+    b.shutdown(Duration::from_secs(3)).await;
+    v5.expect_disconnect(ReasonCode::SERVER_SHUTTING_DOWN).await;
+    v3.expect_disconnect(ReasonCode::SERVER_SHUTTING_DOWN).await;
+    // The listener is gone: new connections are refused or closed at once.
+    if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+        drop(stream);
+        let mut c = TestClient::tcp(addr, V311).await;
+        let got = c.expect_closed().await;
+        assert!(got.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_promptly_when_clients_close() {
+    let mut b = TestBroker::start().await;
+    let _c = b.client(V5, "c").await;
+    let start = std::time::Instant::now();
+    b.shutdown(Duration::from_secs(10)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+}
