@@ -287,11 +287,29 @@ def test_v5_keep_alive_within_max_is_not_overridden(broker_factory, raw_factory)
 
 @pytest.mark.midge_only(reason="Mosquitto 2.0.11 applies max_keepalive to 5.0 clients only")
 def test_v311_keep_alive_above_max_keepalive_is_refused(broker_factory, raw_factory):
-    """3.1.1 has no Server Keep Alive, so Midge refuses a Keep Alive above max_keepalive with a
-    non-zero CONNACK and closes (later Mosquitto releases do the same with 0x02; Mosquitto
-    2.0.11 applies max_keepalive to 5.0 clients only and accepts). [MQTT-3.2.2-5]"""
+    """3.1.1 has no Server Keep Alive, so Midge refuses a Keep Alive above max_keepalive with
+    CONNACK 0x02 (Identifier rejected, what later Mosquitto releases send) and closes; Mosquitto
+    2.0.11 applies max_keepalive to 5.0 clients only and accepts. [MQTT-3.2.2-5]"""
     b = broker_factory(["max_keepalive 10"])
     r = raw_factory(b)
     r.send(connect_packet("ka311", keepalive=30))
     got = r.wait_closed()
-    assert got and got[0].type == CONNACK and got[0].fields["rc"] != 0, got
+    assert got and got[0].type == CONNACK and got[0].fields["rc"] == 0x02, got
+
+
+def test_v5_no_response_information_unless_requested(broker, raw_factory):
+    """Without Request Response Information (or with 0) the CONNACK has no Response Information.
+    [MQTT-3.1.2-28]"""
+    for props in (None, [(0x19, 0)]):
+        r = raw_factory(broker, v5=True)
+        ack = r.connect("noresp", props=props)
+        assert 0x1A not in ack.fields.get("props", {}), ack
+
+
+@pytest.mark.midge_only(reason="Mosquitto 2.0.11 does not return Response Information")
+def test_v5_response_information_when_requested(broker, raw_factory):
+    """Midge answers Request Response Information 1 with Response Information
+    "response/{client id}" (docs/design/broker-core.md). §3.1.2.11.7, §3.2.2.3.15."""
+    r = raw_factory(broker, v5=True)
+    ack = r.connect("wantresp", props=[(0x19, 1)])
+    assert ack.fields["props"].get(0x1A) == "response/wantresp", ack

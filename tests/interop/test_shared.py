@@ -122,3 +122,16 @@ def test_invalid_shared_subscription_filter_is_refused(broker, raw_factory, flt)
     first = r.next_or_closed()
     assert first is None or first.type == DISCONNECT or (
         first.type == SUBACK and first.fields["codes"][0] >= 0x80), first
+
+
+@pytest.mark.midge_only(reason="Mosquitto 2.0.11 sends retained messages to a new shared subscription")
+def test_retained_messages_not_sent_to_shared_subscription(broker, client_factory):
+    """Retained messages are sent for new Non-shared Subscriptions only (5.0 §3.3.1.3, §4.8.2);
+    Midge does not send them to a new shared subscription."""
+    pub = client_factory(broker, "srpub", MQTTv5)
+    pub.publish("sr/t", b"retained", qos=1, retain=True)
+    c = client_factory(broker, "srsub", MQTTv5)
+    c.subscribe("sr-marker", 1)
+    c.subscribe("$share/g/sr/t", 1)
+    pub.publish("sr-marker", b"m", qos=1)
+    assert c.collect_until("sr-marker") == []
