@@ -58,6 +58,11 @@ pub fn decode_fixed_header(buf: &[u8]) -> Result<Option<FixedHeader>, DecodeErro
 /// `Ok(None)` when the buffer does not yet hold a whole packet. `version` is the
 /// connection's protocol version (a CONNECT carries its own and ignores it). A packet
 /// whose total size exceeds `max_size` is rejected as soon as its fixed header is read.
+///
+/// After an error the buffer's contents are unspecified: the connection must be closed.
+/// Checks that need connection state are the caller's: topic aliases (and so an empty
+/// 5.0 topic name), a Subscription Identifier on a PUBLISH from a client
+/// [MQTT-3.3.4-6], the AUTH method matching CONNECT's, client identifier rules.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
