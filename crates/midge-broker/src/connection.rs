@@ -8,13 +8,13 @@
 
 use crate::broker::BrokerInner;
 use crate::message::Message;
-use crate::router::RouteScratch;
+use crate::router::{DeliveryTarget, RouteScratch};
 use crate::session::{Control, SessionCell};
 use bytes::BytesMut;
 use midge_proto::{
     decode, encode, ByteStr, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +25,10 @@ use tokio::time::Instant;
 
 /// Stop reading from a client whose unsent output is above this, until it drains.
 pub(crate) const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Longest an acknowledgement is held back for a congested subscriber (see
+/// `Conn::acknowledge`); past it the publisher goes on and the subscriber's hard limit
+/// applies.
+pub(crate) const ACK_HOLD_MAX: Duration = Duration::from_secs(2);
 /// Largest packet the protocol can express: remaining length 268,435,455 + 5 header bytes.
 pub(crate) const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 
@@ -49,6 +53,13 @@ pub(crate) enum Close {
     Refused,
 }
 
+/// An acknowledgement waiting for congested subscribers to have room.
+pub(crate) struct HeldAck {
+    pub packet: Packet,
+    pub waiting: Vec<Arc<dyn DeliveryTarget>>,
+    pub deadline: Instant,
+}
+
 /// Per-connection protocol state. The socket itself stays in [`run`].
 pub(crate) struct Conn {
     pub broker: Arc<BrokerInner>,
@@ -68,11 +79,14 @@ pub(crate) struct Conn {
     pub client_alias_max: u16,
     pub out_aliases: HashMap<ByteStr, u16>,
     pub in_aliases: HashMap<u16, ByteStr>,
-    pub will: Option<Arc<Message>>,
+    /// The will as received; it becomes a `Message` when it is published, so its expiry
+    /// counts from then.
+    pub will: Option<midge_proto::Publish>,
     pub will_delay: u32,
     /// Session Expiry Interval from CONNECT was 0 (DISCONNECT may not raise it).
     pub connect_expiry_zero: bool,
     pub scratch: RouteScratch,
+    pub held_acks: VecDeque<HeldAck>,
     pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
@@ -98,6 +112,7 @@ impl Conn {
             will_delay: 0,
             connect_expiry_zero: true,
             scratch: RouteScratch::default(),
+            held_acks: VecDeque::new(),
             control_rx: None,
         }
     }
@@ -286,6 +301,25 @@ where
             }
         }
         conn.drain_queue(&cell);
+        conn.release_held_acks();
+        let held = conn.held_ack_wait();
+        let room = async {
+            match held {
+                Some((target, deadline)) => {
+                    // Enabled before the check, so a wake-up in between is not lost.
+                    let notified = target.room().notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if !target.has_room() {
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = tokio::time::sleep_until(deadline) => {}
+                        }
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         let notified = cell.notify.notified();
         tokio::select! {
             biased;
@@ -318,6 +352,7 @@ where
                 }
             },
             _ = notified => {}
+            _ = room => {}
             _ = &mut ka_sleep, if !keep_alive.is_zero() => {
                 tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
                 return Close::KeepAliveTimeout;
@@ -365,7 +400,15 @@ async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: C
             | Close::KeepAliveTimeout
     );
     if let Some(cell) = conn.session.take() {
-        let will = if will_goes { conn.will.take() } else { None };
+        // The will's Message Expiry Interval starts when it is published, after its delay.
+        let publish_at = Instant::now() + Duration::from_secs(u64::from(conn.will_delay));
+        let will = match conn.will.take() {
+            Some(w) if will_goes => {
+                let topic = w.topic.clone();
+                Some(Message::from_publish(w, topic, cell.id, publish_at))
+            }
+            _ => None,
+        };
         conn.broker
             .detach(&cell, conn.conn_id, will, conn.will_delay);
         conn.broker.stats.client_disconnected();

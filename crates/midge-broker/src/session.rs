@@ -7,7 +7,7 @@
 //! all sessions share on the publish path.
 
 use crate::message::{Message, SessionId};
-use crate::router::{DeliveryTarget, SubIds};
+use crate::router::{Delivery, DeliveryTarget, SubIds};
 use crate::sys::Stats;
 use midge_proto::{ByteStr, QoS, ReasonCode, SubscriptionOptions};
 use parking_lot::Mutex;
@@ -99,6 +99,8 @@ pub struct SessionState {
     pub generation: u64,
     /// A will waiting for its Will Delay Interval after the connection was lost.
     pub pending_will: Option<Arc<Message>>,
+    /// The queue went past its soft limit; publishers wait on `SessionCell::room`.
+    pub congested: bool,
 }
 
 impl SessionState {
@@ -138,6 +140,8 @@ pub struct SessionCell {
     pub notify: Notify,
     /// Woken (all waiters) when a connection detaches; a takeover waits on it.
     pub detached: Notify,
+    /// Woken (all waiters) when a congested queue is back under its soft limit.
+    pub room: Notify,
     limits: QueueLimits,
     stats: Arc<Stats>,
 }
@@ -159,28 +163,39 @@ impl SessionCell {
             state: Mutex::new(SessionState::default()),
             notify: Notify::new(),
             detached: Notify::new(),
+            room: Notify::new(),
             limits,
             stats,
         }
     }
 
-    /// Queues a message, honouring the queue bounds. Returns false when it was dropped.
-    pub fn enqueue(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> bool {
+    /// Queues a message, honouring the queue bounds.
+    ///
+    /// An offline session's queue, and QoS 0 messages, stop at `max_queued_messages`. For a
+    /// connected client a QoS 1/2 message past that soft limit is still queued (up to twice
+    /// the limit) and reported as `Congested`: the publisher then holds back its
+    /// acknowledgement until there is room again, so a fast publisher is paced by a slow
+    /// subscriber instead of having acknowledged messages dropped.
+    pub fn enqueue(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> Delivery {
         let online;
+        let mut status = Delivery::Queued;
         {
             let mut st = self.state.lock();
             online = st.conn.is_some();
             if !online && qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
-                return false;
+                return Delivery::Dropped;
             }
-            let full_count =
-                self.limits.max_messages > 0 && st.queue.len() >= self.limits.max_messages;
-            let full_bytes = self.limits.max_bytes > 0
-                && st.queued_bytes + msg.payload.len() > self.limits.max_bytes;
-            if full_count || full_bytes {
-                drop(st);
-                self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
+            let soft_full = self.is_full(&st, msg.payload.len(), 1);
+            if soft_full {
+                let may_exceed =
+                    online && qos != QoS::AtMostOnce && !self.is_full(&st, msg.payload.len(), 2);
+                if !may_exceed {
+                    drop(st);
+                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    return Delivery::Dropped;
+                }
+                st.congested = true;
+                status = Delivery::Congested;
             }
             st.queued_bytes += msg.payload.len();
             st.queue.push_back(Queued {
@@ -193,13 +208,45 @@ impl SessionCell {
         if online {
             self.notify.notify_one();
         }
-        true
+        status
+    }
+
+    /// Whether the queue is at `factor` times its configured bounds.
+    fn is_full(&self, st: &SessionState, incoming_bytes: usize, factor: usize) -> bool {
+        let count =
+            self.limits.max_messages > 0 && st.queue.len() >= self.limits.max_messages * factor;
+        let bytes = self.limits.max_bytes > 0
+            && st.queued_bytes + incoming_bytes > self.limits.max_bytes * factor;
+        count || bytes
+    }
+
+    /// Whether a congested queue is back under its soft limit.
+    pub fn has_room_locked(&self, st: &SessionState) -> bool {
+        !self.is_full(st, 0, 1)
+    }
+
+    /// Called by the connection after it took messages off the queue: wakes publishers
+    /// waiting for room once the queue is back under its soft limit.
+    pub fn after_drain(&self, st: &mut SessionState) {
+        if st.congested && self.has_room_locked(st) {
+            st.congested = false;
+            self.room.notify_waiters();
+        }
     }
 }
 
 impl DeliveryTarget for SessionCell {
-    fn deliver(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) {
-        self.enqueue(msg, qos, retain, sub_ids);
+    fn deliver(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> Delivery {
+        self.enqueue(msg, qos, retain, sub_ids)
+    }
+
+    fn has_room(&self) -> bool {
+        let st = self.state.lock();
+        !st.congested || self.has_room_locked(&st)
+    }
+
+    fn room(&self) -> &Notify {
+        &self.room
     }
 
     fn is_online(&self) -> bool {

@@ -1,7 +1,6 @@
 //! CONNECT and CONNACK: validation, authentication, session attach and takeover.
 
 use crate::connection::{Close, Conn};
-use crate::message::Message;
 use crate::session::{ConnLink, Control, QueueLimits, SessionCell, Stage};
 use midge_proto::{
     ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, PubResp, Publish,
@@ -11,7 +10,6 @@ use rand::distr::{Alphanumeric, SampleString};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
 /// How long a takeover waits for the old connection to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -157,6 +155,16 @@ impl Conn {
                     self.refuse(ReasonCode::QOS_NOT_SUPPORTED, "will QoS above the maximum")
                 );
             }
+            if w.properties
+                .response_topic
+                .as_ref()
+                .is_some_and(|t| midge_proto::topic::valid_topic_name(t).is_err())
+            {
+                return Err(self.refuse(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "invalid will response topic [MQTT-3.3.2-14]",
+                ));
+            }
             if w.retain && !config.retain_available {
                 return Err(self.refuse(
                     ReasonCode::RETAIN_NOT_SUPPORTED,
@@ -180,12 +188,7 @@ impl Conn {
                 properties: props,
                 payload: w.payload,
             };
-            self.will = Some(Message::from_publish(
-                publish,
-                w.topic,
-                cell.id,
-                Instant::now(),
-            ));
+            self.will = Some(publish);
         }
 
         // CONNACK properties the client needs to know [MQTT-3.2.2-*].

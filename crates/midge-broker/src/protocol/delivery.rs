@@ -2,7 +2,8 @@
 //! window, with per-delivery properties (expiry left, subscription identifiers, topic
 //! alias) and the client's maximum packet size.
 
-use crate::connection::{Conn, WRITE_HIGH_WATER};
+use crate::connection::{Conn, HeldAck, ACK_HOLD_MAX, WRITE_HIGH_WATER};
+use crate::router::DeliveryTarget;
 use crate::session::{Inflight, Queued, SessionCell, Stage};
 use midge_proto::{encoded_len, ByteStr, Packet, Properties, Publish, QoS};
 use std::sync::atomic::Ordering;
@@ -63,6 +64,47 @@ impl Conn {
                 });
             }
         }
+        cell.after_drain(&mut st);
+    }
+
+    /// Acknowledges an inbound QoS 1/2 PUBLISH (PUBACK or PUBREC). When the message was
+    /// queued past a subscriber's soft limit, or an earlier acknowledgement is held, the
+    /// acknowledgement waits (in order [MQTT-4.6.0-2, MQTT-4.6.0-3]) until the subscribers
+    /// have room, at most `ACK_HOLD_MAX`: this paces the publisher by its own in-flight
+    /// window.
+    pub(crate) fn acknowledge(&mut self, packet: Packet) {
+        if self.scratch.congested.is_empty() && self.held_acks.is_empty() {
+            self.send(&packet);
+            return;
+        }
+        let waiting = std::mem::take(&mut self.scratch.congested);
+        self.held_acks.push_back(HeldAck {
+            packet,
+            waiting,
+            deadline: Instant::now() + ACK_HOLD_MAX,
+        });
+    }
+
+    /// Sends the held acknowledgements whose subscribers have room (or whose wait ran out),
+    /// in order.
+    pub(crate) fn release_held_acks(&mut self) {
+        let now = Instant::now();
+        while let Some(front) = self.held_acks.front_mut() {
+            front.waiting.retain(|t| !t.has_room());
+            if !front.waiting.is_empty() && front.deadline > now {
+                break;
+            }
+            if let Some(held) = self.held_acks.pop_front() {
+                self.send(&held.packet);
+            }
+        }
+    }
+
+    /// What the connection waits on while an acknowledgement is held.
+    pub(crate) fn held_ack_wait(&self) -> Option<(Arc<dyn DeliveryTarget>, Instant)> {
+        let front = self.held_acks.front()?;
+        let target = front.waiting.first()?.clone();
+        Some((target, front.deadline))
     }
 
     /// Encodes one delivery; false when it was dropped as too large for the client.

@@ -5,7 +5,7 @@ use midge_proto::{Disconnect, ReasonCode};
 use std::time::Duration;
 
 impl Conn {
-    /// A normal DISCONNECT discards the will [MQTT-3.14.4-3]; 5.0 reason 0x04 keeps it.
+    /// A normal DISCONNECT discards the will [MQTT-3.14.4-3]; other 5.0 reason codes keep it.
     /// A 5.0 DISCONNECT may change the session expiry, but not from zero [MQTT-3.14.2-2].
     pub(crate) fn handle_disconnect(&mut self, d: Disconnect) -> Result<(), Close> {
         if self.version.is_v5() {
@@ -29,7 +29,9 @@ impl Conn {
                     cell.state.lock().expiry = expiry;
                 }
             }
-            if d.reason_code == ReasonCode::DISCONNECT_WITH_WILL {
+            // Only Normal disconnection (0x00) discards the will [MQTT-3.14.4-3]; 0x04 and
+            // the error codes keep it.
+            if d.reason_code != ReasonCode::NORMAL_DISCONNECTION {
                 return Err(Close::PeerGone);
             }
         }

@@ -57,6 +57,24 @@ impl Conn {
                 "retain is not available [MQTT-3.2.2-14]",
             ));
         }
+        // Only the server puts subscription identifiers on a PUBLISH [MQTT-3.3.4-6].
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(self.violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "subscription identifier on a client's PUBLISH [MQTT-3.3.4-6]",
+            ));
+        }
+        // A Response Topic is a topic name: no wildcards [MQTT-3.3.2-14].
+        if p.properties
+            .response_topic
+            .as_ref()
+            .is_some_and(|t| midge_proto::topic::valid_topic_name(t).is_err())
+        {
+            return Err(self.violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "invalid response topic [MQTT-3.3.2-14]",
+            ));
+        }
         let topic = if self.version.is_v5() {
             self.resolve_topic(&mut p)?
         } else {
@@ -64,6 +82,7 @@ impl Conn {
         };
         let packet_id = p.packet_id;
         let qos = p.qos;
+        self.scratch.congested.clear();
 
         // Refused before routing: oversize payloads and invalid UTF-8 declared as UTF-8.
         let mut refusal = None;
@@ -88,8 +107,12 @@ impl Conn {
             };
             match qos {
                 QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::with_reason(packet_id, rc))),
-                QoS::ExactlyOnce => self.send(&Packet::PubRec(PubResp::with_reason(packet_id, rc))),
+                QoS::AtLeastOnce => {
+                    self.acknowledge(Packet::PubAck(PubResp::with_reason(packet_id, rc)))
+                }
+                QoS::ExactlyOnce => {
+                    self.acknowledge(Packet::PubRec(PubResp::with_reason(packet_id, rc)))
+                }
             }
             return Ok(());
         }
@@ -108,7 +131,7 @@ impl Conn {
                 } else {
                     ReasonCode::SUCCESS
                 };
-                self.send(&Packet::PubAck(PubResp::with_reason(packet_id, rc)));
+                self.acknowledge(Packet::PubAck(PubResp::with_reason(packet_id, rc)));
             }
             QoS::ExactlyOnce => {
                 let Some(cell) = self.session.clone() else {
@@ -143,7 +166,7 @@ impl Conn {
                         rc = ReasonCode::NO_MATCHING_SUBSCRIBERS;
                     }
                 }
-                self.send(&Packet::PubRec(PubResp::with_reason(packet_id, rc)));
+                self.acknowledge(Packet::PubRec(PubResp::with_reason(packet_id, rc)));
             }
         }
         Ok(())

@@ -22,13 +22,28 @@ use trie::SubscriptionTrie;
 /// Subscription identifiers carried by one delivery (usually none or one).
 pub type SubIds = SmallVec<[u32; 2]>;
 
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Queued past the target's soft limit: the publisher should hold its acknowledgement
+    /// until [`DeliveryTarget::has_room`].
+    Congested,
+    /// Not queued (limit reached, or QoS 0 to an offline session); counted in `$SYS`.
+    Dropped,
+}
+
 /// Where the router puts a message: a session's queue, or (later) a remote node.
 pub trait DeliveryTarget: Send + Sync {
     /// Queues `msg` for delivery at `qos` (already the lower of published and granted),
     /// with the RETAIN flag `retain` and the matching subscription identifiers.
-    fn deliver(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds);
+    fn deliver(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> Delivery;
     /// Whether a client is connected to it now (shared groups prefer connected members).
     fn is_online(&self) -> bool;
+    /// False while the target is congested (see [`Delivery::Congested`]).
+    fn has_room(&self) -> bool;
+    /// Woken when a congested target has room again.
+    fn room(&self) -> &tokio::sync::Notify;
 }
 
 /// The key of one subscription in the trie: a session, and the shared subscription if
@@ -68,6 +83,8 @@ struct GroupMatch {
 pub struct RouteScratch {
     matches: Vec<Match>,
     groups: Vec<GroupMatch>,
+    /// Targets that reported `Delivery::Congested` for the last message routed.
+    pub congested: Vec<Arc<dyn DeliveryTarget>>,
 }
 
 /// The subscription index and routing.
@@ -152,11 +169,14 @@ impl Router {
             }
         }
         merge_overlapping(&mut scratch.matches);
+        scratch.congested.clear();
         let n = scratch.matches.len();
         for m in scratch.matches.drain(..) {
             // Without retain-as-published, forwarded messages have RETAIN 0 [MQTT-3.3.1-12].
             let retain = m.retain_as_published && msg.retain;
-            m.target.deliver(msg, m.qos, retain, m.sub_ids);
+            if m.target.deliver(msg, m.qos, retain, m.sub_ids) == Delivery::Congested {
+                scratch.congested.push(m.target);
+            }
         }
         n
     }
