@@ -86,10 +86,18 @@ impl fmt::Display for Report {
             writeln!(f, "  {table:<14} {n} records")?;
         }
         if self.strays > 0 {
-            writeln!(f, "  {} entries belong to no session (removed at start-up)", self.strays)?;
+            writeln!(
+                f,
+                "  {} entries belong to no session (removed at start-up)",
+                self.strays
+            )?;
         }
         if self.orphan_messages > 0 {
-            writeln!(f, "  {} message bodies are not referenced", self.orphan_messages)?;
+            writeln!(
+                f,
+                "  {} message bodies are not referenced",
+                self.orphan_messages
+            )?;
         }
         if self.is_healthy() {
             return writeln!(f, "no damage found");
@@ -103,7 +111,11 @@ impl fmt::Display for Report {
             }
         }
         if self.problem_count > self.problems.len() as u64 {
-            writeln!(f, "  ... and {} more", self.problem_count - self.problems.len() as u64)?;
+            writeln!(
+                f,
+                "  ... and {} more",
+                self.problem_count - self.problems.len() as u64
+            )?;
         }
         writeln!(
             f,
@@ -225,16 +237,19 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
         decoded::<SubscriptionRecord>(Table::Subscriptions, k, v, r);
     });
     let mut messages = HashSet::new();
-    scan_table(engine, Table::Messages, report, |k, v, r| {
-        match key::split_message(k) {
+    scan_table(
+        engine,
+        Table::Messages,
+        report,
+        |k, v, r| match key::split_message(k) {
             Ok(id) => {
                 if decoded::<MessageRecord>(Table::Messages, k, v, r).is_some() {
                     messages.insert(id);
                 }
             }
             Err(what) => r.problem(Table::Messages, k, what),
-        }
-    });
+        },
+    );
     let mut referenced = HashSet::new();
     let mut queued = HashSet::new();
     scan_table(engine, Table::Queue, report, |k, v, r| {
@@ -249,7 +264,10 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
                 r.problem(
                     Table::Queue,
                     k,
-                    format!("refers to message {} which is missing or unreadable", e.message_id),
+                    format!(
+                        "refers to message {} which is missing or unreadable",
+                        e.message_id
+                    ),
                 );
             }
         }
@@ -259,7 +277,11 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
         owned(k, r);
         if let Some(i) = decoded::<InflightRecord>(Table::Inflight, k, v, r) {
             if i.stage != Stage::AwaitPubComp && !queued.contains(k) {
-                r.problem(Table::Inflight, k, "in flight but its queue entry is missing");
+                r.problem(
+                    Table::Inflight,
+                    k,
+                    "in flight but its queue entry is missing",
+                );
             }
         }
     });
@@ -339,19 +361,30 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
     };
     let fresh = FjallEngine::open(dir).map_err(|e| StoreError::engine(dir, e))?;
     let marker = Write::put(Table::Meta, FORMAT_KEY.to_vec(), STORE_FORMAT.to_vec());
-    fresh.write(&[marker]).map_err(|e| StoreError::engine(dir, e))?;
+    fresh
+        .write(&[marker])
+        .map_err(|e| StoreError::engine(dir, e))?;
     // Salvage from a copy: opening runs the engine's recovery, which may rewrite files,
     // and the moved-aside original must stay exactly as it was found.
     match copy_dir(&aside, &scratch) {
-        Err(e) => report.notes.push(format!("cannot copy the damaged store: {e}")),
+        Err(e) => report
+            .notes
+            .push(format!("cannot copy the damaged store: {e}")),
         Ok(()) => match FjallEngine::open(&scratch) {
-            Ok(old) => salvage(&old, &fresh, &mut report).map_err(|e| StoreError::engine(dir, e))?,
-            Err(e) => report
-                .notes
-                .push(format!("the damaged store cannot be opened, nothing kept: {e}")),
+            Ok(old) => {
+                salvage(&old, &fresh, &mut report).map_err(|e| StoreError::engine(dir, e))?
+            }
+            Err(e) => report.notes.push(format!(
+                "the damaged store cannot be opened, nothing kept: {e}"
+            )),
         },
     }
     fresh.sync().map_err(|e| StoreError::engine(dir, e))?;
+    // Notes name the scratch copy's files; the operator has the moved-aside original.
+    let (from, to) = (scratch.display().to_string(), aside.display().to_string());
+    for n in &mut report.notes {
+        *n = n.replace(&from, &to);
+    }
     if let Err(e) = std::fs::remove_dir_all(&scratch) {
         report.notes.push(format!(
             "scratch copy {} not removed: {e}",
@@ -365,7 +398,11 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
 /// under it.
 fn hold_lock(dir: &Path) -> Result<Option<std::fs::File>, StoreError> {
     let path = dir.join("lock");
-    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(&path) else {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
         return Ok(None);
     };
     match file.try_lock() {
@@ -435,9 +472,7 @@ fn salvage<E: Engine, F: Engine>(
         }
         ok
     })?;
-    let owned = |k: &[u8]| {
-        key::split_client(k).is_ok_and(|(c, _)| sessions.contains(c.as_bytes()))
-    };
+    let owned = |k: &[u8]| key::split_client(k).is_ok_and(|(c, _)| sessions.contains(c.as_bytes()));
     copy_table(old, Table::Subscriptions, report, &mut out, |k, v| {
         owned(k) && record::decode::<SubscriptionRecord>(v).is_ok()
     })?;
@@ -496,9 +531,10 @@ fn scan_tolerant<E: Engine>(
         true
     });
     if let Err(e) = result {
-        report
-            .notes
-            .push(format!("table `{}` could not be read to its end: {e}", table.name()));
+        report.notes.push(format!(
+            "table `{}` could not be read to its end: {e}",
+            table.name()
+        ));
     }
 }
 

@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn keys_split_back() {
-        assert_eq!(split_client_seq(&client_seq("dev/1", 77)), Ok(("dev/1", 77)));
+        assert_eq!(
+            split_client_seq(&client_seq("dev/1", 77)),
+            Ok(("dev/1", 77))
+        );
         assert_eq!(
             split_client_packet_id(&client_packet_id("x", 9)),
             Ok(("x", 9))

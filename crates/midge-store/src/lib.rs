@@ -37,8 +37,8 @@ pub use record::{
     UnixMillis, WillRecord,
 };
 pub use session_store::{
-    CommitTicket, Dropped, Durability, InflightMessage, QueuedMessage, Recovered,
-    RecoveredSession, SessionStore,
+    CommitTicket, Dropped, Durability, InflightMessage, QueuedMessage, Recovered, RecoveredSession,
+    SessionStore,
 };
 #[cfg(feature = "redb")]
 pub use store::RedbStore;

@@ -9,12 +9,10 @@ use crate::error::StoreError;
 use crate::key::{self, Table};
 use crate::op::Op;
 use crate::record::{
-    self, unix_millis, InflightRecord, MessageId, MessageRecord, QueueEntry, SessionRecord,
-    Stage, SubscriptionRecord, WillRecord,
+    self, unix_millis, InflightRecord, MessageId, MessageRecord, QueueEntry, SessionRecord, Stage,
+    SubscriptionRecord, WillRecord,
 };
-use crate::session_store::{
-    Dropped, InflightMessage, QueuedMessage, Recovered, RecoveredSession,
-};
+use crate::session_store::{Dropped, InflightMessage, QueuedMessage, Recovered, RecoveredSession};
 use crate::store::damaged_key;
 use midge_proto::ByteStr;
 use std::collections::{BTreeMap, BTreeSet};

@@ -337,7 +337,9 @@ mod tests {
     #[test]
     fn decode_reports_damage_instead_of_guessing() {
         assert!(decode::<SessionRecord>(&[]).is_err());
-        assert!(decode::<SessionRecord>(&[9, 0, 0]).unwrap_err().contains("format 9"));
+        assert!(decode::<SessionRecord>(&[9, 0, 0])
+            .unwrap_err()
+            .contains("format 9"));
         let mut bytes = encode(&message());
         bytes.truncate(bytes.len() / 2);
         assert!(decode::<MessageRecord>(&bytes).is_err());

@@ -64,7 +64,9 @@ impl CommitTicket {
     /// threads (await the ticket there).
     pub fn wait(self) -> Result<(), StoreError> {
         let path = self.path;
-        self.rx.blocking_recv().unwrap_or_else(|_| Err(closed(&path)))
+        self.rx
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(closed(&path)))
     }
 }
 

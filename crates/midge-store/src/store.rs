@@ -139,6 +139,11 @@ impl<E: Engine> Store<E> {
         &self.path
     }
 
+    /// The engine underneath (for tools, tests and benchmarks).
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
     /// The name of the engine underneath ("fjall", "redb", "memory").
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
@@ -221,9 +226,8 @@ impl<E: Engine> Drop for Store<E> {
 
 impl<E: Engine> SessionStore for Store<E> {
     fn load(&self, now: SystemTime) -> Result<Recovered, StoreError> {
-        let (recovered, cleanup) = crate::load::load(&*self.engine, &self.path, now, |id| {
-            self.read_message(id)
-        })?;
+        let (recovered, cleanup) =
+            crate::load::load(&*self.engine, &self.path, now, |id| self.read_message(id))?;
         if !cleanup.is_empty() {
             self.commit_blocking(cleanup)?;
         }
@@ -260,9 +264,8 @@ impl<E: Engine> SessionStore for Store<E> {
         let start = key::client_seq(client, from_seq);
         self.engine
             .scan(Table::Queue, &prefix, &start, &mut |k, v| {
-                let parsed = key::split_client_seq(k).and_then(|(_, seq)| {
-                    record::decode::<QueueEntry>(v).map(|entry| (seq, entry))
-                });
+                let parsed = key::split_client_seq(k)
+                    .and_then(|(_, seq)| record::decode::<QueueEntry>(v).map(|entry| (seq, entry)));
                 match parsed {
                     Ok((seq, entry)) if !inflight.contains(&seq) => entries.push((seq, entry)),
                     Ok(_) => {}

@@ -124,9 +124,11 @@ impl<E: Engine> Core<E> {
     /// Adds one op to the batch being built.
     pub fn apply(&mut self, op: Op) -> Result<(), EngineError> {
         match op {
-            Op::PutSession { client, session } => {
-                self.put(Table::Sessions, client.as_bytes().to_vec(), record::encode(&session))
-            }
+            Op::PutSession { client, session } => self.put(
+                Table::Sessions,
+                client.as_bytes().to_vec(),
+                record::encode(&session),
+            ),
             Op::DeleteSession { client } => self.delete_session(&client)?,
             Op::PutSubscription {
                 client,
@@ -155,7 +157,10 @@ impl<E: Engine> Core<E> {
                         record::encode(&*message),
                     );
                 }
-                self.add_ref(message_id, i64::try_from(deliveries.len()).unwrap_or(i64::MAX));
+                self.add_ref(
+                    message_id,
+                    i64::try_from(deliveries.len()).unwrap_or(i64::MAX),
+                );
                 for d in deliveries {
                     let entry = QueueEntry {
                         message_id,
@@ -186,18 +191,21 @@ impl<E: Engine> Core<E> {
                 key::client_packet_id(&client, packet_id),
                 vec![record::RECORD_FORMAT],
             ),
-            Op::RemoveInboundQos2 { client, packet_id } => {
-                self.delete(Table::InboundQos2, key::client_packet_id(&client, packet_id))
-            }
+            Op::RemoveInboundQos2 { client, packet_id } => self.delete(
+                Table::InboundQos2,
+                key::client_packet_id(&client, packet_id),
+            ),
             Op::PutRetained { topic, message } => self.put(
                 Table::Retained,
                 topic.as_bytes().to_vec(),
                 record::encode(&*message),
             ),
             Op::DeleteRetained { topic } => self.delete(Table::Retained, topic.as_bytes().to_vec()),
-            Op::PutWill { client, will } => {
-                self.put(Table::Wills, client.as_bytes().to_vec(), record::encode(&will))
-            }
+            Op::PutWill { client, will } => self.put(
+                Table::Wills,
+                client.as_bytes().to_vec(),
+                record::encode(&will),
+            ),
             Op::DeleteWill { client } => self.delete(Table::Wills, client.as_bytes().to_vec()),
         }
         Ok(())

@@ -36,9 +36,12 @@ fn crash_child() {
         return;
     };
     let (policy_name, dir) = spec.split_once(':').expect("policy:dir");
-    let store = DiskStore::open(dir, StoreOptions {
-        durability: policy(policy_name),
-    })
+    let store = DiskStore::open(
+        dir,
+        StoreOptions {
+            durability: policy(policy_name),
+        },
+    )
     .expect("open");
     let recovered = store.load(now()).expect("load");
     let stdout = std::sync::Mutex::new(std::io::stdout());
@@ -57,11 +60,19 @@ fn crash_child() {
                     .expect("session");
                 for seq in start.. {
                     let payload = format!("{client}/{seq}").into_bytes();
-                    let mut ops = vec![enqueue(store, message("t", &payload, None), &[(&client, seq)])];
+                    let mut ops = vec![enqueue(
+                        store,
+                        message("t", &payload, None),
+                        &[(&client, seq)],
+                    )];
                     // Every tenth message a dequeue-then-enqueue of a scratch entry, so
                     // that deletions and body releases are in the crash mix too.
                     if seq % 10 == 0 {
-                        ops.push(enqueue(store, message("x", b"scratch", None), &[(&client, u64::MAX)]));
+                        ops.push(enqueue(
+                            store,
+                            message("x", b"scratch", None),
+                            &[(&client, u64::MAX)],
+                        ));
                         ops.push(Op::Dequeue {
                             client: client.as_str().into(),
                             seq: u64::MAX,
@@ -81,7 +92,13 @@ fn crash_child() {
 fn run_and_kill(policy_name: &str, dir: &std::path::Path) -> BTreeSet<(String, u64)> {
     let exe = std::env::current_exe().expect("test binary");
     let mut child = Command::new(exe)
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{policy_name}:{}", dir.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -118,7 +135,10 @@ fn survives_kill_9(policy_name: &str) {
     let mut all_acked = BTreeSet::new();
     for round in 0..3 {
         let acked = run_and_kill(policy_name, dir.path());
-        assert!(!acked.is_empty(), "round {round}: the child acknowledged nothing");
+        assert!(
+            !acked.is_empty(),
+            "round {round}: the child acknowledged nothing"
+        );
         all_acked.extend(acked);
         let store = DiskStore::open(dir.path(), StoreOptions::default()).expect("reopen");
         let recovered = store.load(now()).expect("load");

@@ -6,8 +6,7 @@ mod common;
 
 use common::*;
 use midge_store::{
-    check, InflightRecord, MessageRecord, Op, SessionStore, Stage, SubscriptionRecord,
-    WillRecord,
+    check, InflightRecord, MessageRecord, Op, SessionStore, Stage, SubscriptionRecord, WillRecord,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +85,11 @@ fn queued_messages_survive_restart_in_order() {
             assert_eq!(q.entry.subscription_ids, vec![7]);
             assert_eq!(q.message.properties.user_properties.len(), 1);
         }
-        assert!(f.store().read_queue("other", 0, 10).expect("read").is_empty());
+        assert!(f
+            .store()
+            .read_queue("other", 0, 10)
+            .expect("read")
+            .is_empty());
     }
 }
 
@@ -119,7 +122,14 @@ fn inflight_messages_in_every_stage_survive_restart() {
         let got: Vec<_> = s
             .inflight
             .iter()
-            .map(|i| (i.seq, i.inflight.packet_id, i.inflight.stage, i.message.is_some()))
+            .map(|i| {
+                (
+                    i.seq,
+                    i.inflight.packet_id,
+                    i.inflight.stage,
+                    i.message.is_some(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -131,7 +141,13 @@ fn inflight_messages_in_every_stage_survive_restart() {
             "{}",
             f.name()
         );
-        assert_eq!(s.inflight[1].message.as_ref().map(|m| &m.message.payload[..]), Some(&[1u8][..]));
+        assert_eq!(
+            s.inflight[1]
+                .message
+                .as_ref()
+                .map(|m| &m.message.payload[..]),
+            Some(&[1u8][..])
+        );
         // Only seq 3 is still queued; in-flight ones are not read as queued.
         assert_eq!((s.queued, s.first_queued_seq, s.next_seq), (1, 3, 4));
         let q = f.store().read_queue("c", 0, 10).expect("read");
@@ -185,9 +201,7 @@ fn inbound_qos2_ids_retained_and_wills_survive_restart() {
                 client: "d".into(),
                 will: will.clone(),
             },
-            Op::DeleteWill {
-                client: "d".into(),
-            },
+            Op::DeleteWill { client: "d".into() },
         ]);
         let f = f.restart();
         let r = f.store().load(now()).expect("load");
@@ -242,23 +256,41 @@ fn expired_sessions_messages_and_retained_are_dropped_on_load() {
                 message: Arc::new(message("kept", b"", None)),
             },
         ];
-        ops.push(enqueue(f.store(), message("t", b"old", None), &[("old", 0)]));
-        ops.push(enqueue(f.store(), message("t", b"x", short), &[("live", 0)]));
+        ops.push(enqueue(
+            f.store(),
+            message("t", b"old", None),
+            &[("old", 0)],
+        ));
+        ops.push(enqueue(
+            f.store(),
+            message("t", b"x", short),
+            &[("live", 0)],
+        ));
         ops.push(enqueue(f.store(), message("t", b"y", None), &[("live", 1)]));
         f.commit(ops);
         std::thread::sleep(Duration::from_millis(5));
         let f = f.restart();
         let r = f.store().load(now()).expect("load");
         assert_eq!(
-            r.sessions.iter().map(|s| s.client_id.as_str()).collect::<Vec<_>>(),
+            r.sessions
+                .iter()
+                .map(|s| s.client_id.as_str())
+                .collect::<Vec<_>>(),
             vec!["live"]
         );
-        assert_eq!((r.sessions[0].queued, r.sessions[0].first_queued_seq), (1, 1));
+        assert_eq!(
+            (r.sessions[0].queued, r.sessions[0].first_queued_seq),
+            (1, 1)
+        );
         assert_eq!(r.retained.len(), 1);
         // The will of the expired session is due now, so it is still handed over.
         assert_eq!(r.wills, vec![("old".to_owned(), will)]);
         assert_eq!(
-            (r.dropped.sessions, r.dropped.queued_messages, r.dropped.retained_messages),
+            (
+                r.dropped.sessions,
+                r.dropped.queued_messages,
+                r.dropped.retained_messages
+            ),
             (2, 1, 1)
         );
         // The drops were written: a second load finds nothing more to drop.
@@ -434,7 +466,10 @@ fn concurrent_commits_from_many_threads_all_become_durable() {
         let f = f.restart();
         let r = f.store().load(now()).expect("load");
         assert_eq!(r.sessions.len(), 8);
-        assert!(r.sessions.iter().all(|s| s.queued == 200 && s.next_seq == 200));
+        assert!(r
+            .sessions
+            .iter()
+            .all(|s| s.queued == 200 && s.next_seq == 200));
     }
 }
 
@@ -503,5 +538,8 @@ fn retained_record_keeps_every_field() {
         message: Arc::new(m.clone()),
     }]);
     let f = f.restart();
-    assert_eq!(f.store().load(now()).expect("load").retained, vec![("a/b".into(), m)]);
+    assert_eq!(
+        f.store().load(now()).expect("load").retained,
+        vec![("a/b".into(), m)]
+    );
 }

@@ -73,6 +73,8 @@ impl Engine for MemoryEngine {
             Some(n) => data.range(..(*n, Vec::new())).next_back(),
             None => data.iter().next_back(),
         };
-        Ok(last.filter(|((t, _), _)| *t == table).map(|((_, k), _)| k.clone()))
+        Ok(last
+            .filter(|((t, _), _)| *t == table)
+            .map(|((_, k), _)| k.clone()))
     }
 }

@@ -49,9 +49,7 @@ pub enum EngineError {
 impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EngineError::Damaged(s) | EngineError::Locked(s) | EngineError::Io(s) => {
-                f.write_str(s)
-            }
+            EngineError::Damaged(s) | EngineError::Locked(s) | EngineError::Io(s) => f.write_str(s),
         }
     }
 }
