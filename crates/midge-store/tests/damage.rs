@@ -149,7 +149,7 @@ fn an_unreadable_record_is_named_by_table_and_key() {
         store.close();
     }
     let store = DiskStore::open(&dir, Default::default()).expect("open");
-    let text = damaged_message(store.load(now()).err().expect("load must fail"));
+    let text = damaged_message(store.load(now()).expect_err("load must fail"));
     assert!(
         text.contains("`sessions`") && text.contains("broken"),
         "{text}"
