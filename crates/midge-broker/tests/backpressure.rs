@@ -97,7 +97,7 @@ async fn puback_is_held_while_the_subscriber_is_congested_and_nothing_is_dropped
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_puback_is_released_after_two_seconds_without_room() {
     let b = tight().await;
-    let mut sub = slow_sub(&b, "stuck").await;
+    let sub = slow_sub(&b, "stuck").await;
     let mut publ = b.client(V5, "fast").await;
     let start = Instant::now();
     pipeline(&mut publ, "bp/t", 1..=5).await;
