@@ -342,7 +342,8 @@ impl PasswordFile {
             }
             let (username, hash) = parse_line(text).map_err(syntax)?;
             if file.users.contains_key(username) {
-                // Mosquitto 2 keeps the first entry and logs the duplicate.
+                // Later Mosquitto 2.0 releases keep the first entry and log the duplicate
+                // (2.0.11 used the last); the warning makes the choice visible.
                 file.warnings.push(format!(
                     "{}:{line}: duplicate user '{username}', ignoring this entry",
                     path.display()
