@@ -506,8 +506,12 @@ fn covers(rule: &[Level], filter: &[FilterLevel<'_>], client: Option<&ClientInfo
             return true;
         }
         match (filter.get(i), level) {
-            // Past the filter's end, or a filter `#` (any depth, including its parent level):
-            // only a rule `#` covers those, and that returned above.
+            // A filter `#` first matches every topic of one level or more, as a rule `+/#`
+            // does; anywhere else it also matches its parent, which only a rule `#` (returned
+            // above) matches too.
+            (Some(FilterLevel::Multi), Level::Single) => {
+                return i == 0 && rule.len() == 2 && rule[1] == Level::Multi
+            }
             (None | Some(FilterLevel::Multi), _) => return false,
             (Some(_), Level::Single) => {}
             (Some(FilterLevel::Single), _) => return false,
@@ -619,6 +623,106 @@ mod tests {
         assert!(!o("$SYS/x", "#"));
         assert!(!o("#", "$SYS/x"));
         assert!(o("$SYS/#", "$SYS/+"));
+    }
+
+    /// MQTT matching written the obvious way, as the model the fast matchers are held to.
+    fn naive_matches(pattern: &[&str], topic: &[&str]) -> bool {
+        if topic.first().is_some_and(|t| t.starts_with('$'))
+            && pattern.first().is_some_and(|p| *p == "+" || *p == "#")
+        {
+            return false;
+        }
+        fn go(p: &[&str], t: &[&str]) -> bool {
+            match (p.first(), t.first()) {
+                (Some(&"#"), _) => true,
+                (None, None) => true,
+                (Some(&"+"), Some(_)) => go(&p[1..], &t[1..]),
+                (Some(a), Some(b)) => a == b && go(&p[1..], &t[1..]),
+                _ => false,
+            }
+        }
+        go(pattern, topic)
+    }
+
+    /// Every filter of 1 to 3 levels over `alphabet`, with `#` only last.
+    fn all_patterns(alphabet: &[&'static str]) -> Vec<Vec<&'static str>> {
+        let mut out: Vec<Vec<&'static str>> = Vec::new();
+        let mut frontier: Vec<Vec<&'static str>> = vec![vec![]];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for level in alphabet {
+                    let mut p = prefix.clone();
+                    p.push(level);
+                    out.push(p.clone());
+                    if *level != "#" {
+                        next.push(p);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        out
+    }
+
+    /// Checks `topic_matches`, `covers` and `overlaps` against their definitions over every
+    /// topic of up to 4 levels: matches = the naive matcher; covers = every topic the filter
+    /// matches, the rule matches; overlaps = some topic matches both. `%c` (client id "b")
+    /// takes the substitution path.
+    #[test]
+    fn matchers_agree_with_their_definitions_exhaustively() {
+        let client = ClientInfo::new("b", Some("u"));
+        let mut topics: Vec<Vec<&str>> = Vec::new();
+        let mut frontier: Vec<Vec<&str>> = vec![vec![]];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for level in ["a", "b", "$s", "z"] {
+                    let mut t = prefix.clone();
+                    t.push(level);
+                    topics.push(t.clone());
+                    next.push(t);
+                }
+            }
+            frontier = next;
+        }
+        let rules = all_patterns(&["a", "%c", "$s", "+", "#"]);
+        let filters = all_patterns(&["a", "b", "$s", "+", "#"]);
+        for rule_text in &rules {
+            let rule = rule(&rule_text.join("/"));
+            // The rule with %c replaced by the client id, for the naive model.
+            let model: Vec<&str> = rule_text
+                .iter()
+                .map(|l| if *l == "%c" { "b" } else { *l })
+                .collect();
+            let rule_hits: Vec<bool> = topics
+                .iter()
+                .map(|t| {
+                    let fast = topic_matches(&rule, t, Some(&client));
+                    assert_eq!(fast, naive_matches(&model, t), "{rule_text:?} vs {t:?}");
+                    fast
+                })
+                .collect();
+            for filter_text in &filters {
+                let joined = filter_text.join("/");
+                let levels = filter(&joined);
+                let mut all = true;
+                let mut some = false;
+                for (t, &rule_hit) in topics.iter().zip(&rule_hits) {
+                    if naive_matches(filter_text, t) {
+                        all &= rule_hit;
+                        some |= rule_hit;
+                    }
+                }
+                let what = format!("rule {rule_text:?}, filter {joined}");
+                assert_eq!(covers(&rule, &levels, Some(&client)), all, "covers: {what}");
+                assert_eq!(
+                    overlaps(&rule, &levels, Some(&client)),
+                    some,
+                    "overlaps: {what}"
+                );
+            }
+        }
     }
 
     #[test]
