@@ -304,6 +304,9 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 pub struct PasswordFile {
     path: PathBuf,
     users: HashMap<String, PasswordHash>,
+    /// A hash checked for unknown users, so that a login with an unknown name costs as much
+    /// as one with a wrong password and response times do not tell which names exist.
+    decoy: Option<PasswordHash>,
     warnings: Vec<String>,
 }
 
@@ -324,6 +327,7 @@ impl PasswordFile {
         let mut file = PasswordFile {
             path: path.to_owned(),
             users: HashMap::new(),
+            decoy: None,
             warnings: Vec::new(),
         };
         for (index, raw) in content.split(|&b| b == b'\n').enumerate() {
@@ -349,6 +353,9 @@ impl PasswordFile {
                     path.display()
                 ));
                 continue;
+            }
+            if file.decoy.is_none() {
+                file.decoy = Some(hash.clone());
             }
             file.users.insert(username.to_owned(), hash);
         }
@@ -422,9 +429,18 @@ impl Authenticator for PasswordFile {
         let Some(username) = username else {
             return AuthResult::Anonymous;
         };
-        match password {
-            Some(password) if self.verify(username, password) => AuthResult::Allowed,
-            _ => AuthResult::BadCredentials,
+        let Some(password) = password else {
+            return AuthResult::BadCredentials;
+        };
+        match self.users.get(username) {
+            Some(hash) if hash.verify(password) => AuthResult::Allowed,
+            Some(_) => AuthResult::BadCredentials,
+            None => {
+                if let Some(decoy) = &self.decoy {
+                    std::hint::black_box(decoy.verify(password));
+                }
+                AuthResult::BadCredentials
+            }
         }
     }
 }
