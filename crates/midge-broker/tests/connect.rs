@@ -499,3 +499,71 @@ async fn connections_beyond_max_connections_are_closed() {
     );
     first.ping().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_sent_right_after_connect_are_processed() {
+    // 3.1.4: a Client may send further packets immediately after CONNECT, without waiting
+    // for CONNACK.
+    for v in V3_AND_V5 {
+        let b = TestBroker::start().await;
+        let mut c = TestClient::tcp(b.addr, v).await;
+        let mut raw = bytes_of(&Packet::Connect(Box::new(connect_packet(v, "eager"))), v);
+        let sub = midge_proto::Subscribe {
+            packet_id: 1,
+            filters: vec![("eager/t".into(), opts(QoS::AtLeastOnce))],
+            properties: Default::default(),
+        };
+        raw.extend_from_slice(&bytes_of(&Packet::Subscribe(sub), v));
+        let mut p = publish_packet("eager/t", "early bird", QoS::AtLeastOnce);
+        p.packet_id = 2;
+        raw.extend_from_slice(&bytes_of(&Packet::Publish(p), v));
+        c.send_raw(&raw).await;
+        let ack = c.recv_connack().await;
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{v:?}");
+        let got = c.recv_publish_acked().await;
+        assert_eq!(text(&got), "early bird", "{v:?}");
+        c.wait_for(|p| matches!(p, Packet::SubAck(_))).await;
+        c.wait_for(|p| matches!(p, Packet::PubAck(a) if a.packet_id == 2))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_topic_with_wildcards_is_refused() {
+    // [MQTT-3.1.3-11] (5.0 [MQTT-3.1.3-11]): the Will Topic is a Topic Name, so it has no
+    // wildcards; the connection is refused.
+    let b = TestBroker::start().await;
+    for v in V3_AND_V5 {
+        let mut c = TestClient::tcp(b.addr, v).await;
+        let mut connect = connect_packet(v, "badwill");
+        connect.will = Some(will("will/#", "x", QoS::AtMostOnce, false));
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        let got = c.expect_closed().await;
+        assert!(
+            got.iter()
+                .all(|p| !matches!(p, Packet::ConnAck(a) if a.reason_code == ReasonCode::SUCCESS)),
+            "{v:?}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_resends_inflight_messages_on_the_new_connection() {
+    // [MQTT-4.4.0-1] after a takeover with a resumed session, unacknowledged PUBLISH
+    // packets are resent with DUP 1.
+    let b = TestBroker::start().await;
+    let (mut first, _) = TestClient::connect_persistent(b.addr, V5, "hand-off").await;
+    first.subscribe("ho/t", QoS::AtLeastOnce).await;
+    let mut publ = b.client(V5, "pub").await;
+    publ.publish("ho/t", "pending", QoS::AtLeastOnce).await;
+    let p = first.recv_publish().await;
+    let (mut second, present) = TestClient::connect_persistent(b.addr, V5, "hand-off").await;
+    assert!(present);
+    first
+        .expect_disconnect(ReasonCode::SESSION_TAKEN_OVER)
+        .await;
+    let again = second.recv_publish().await;
+    assert!(again.dup);
+    assert_eq!(again.packet_id, p.packet_id);
+    second.ack(&again).await;
+}

@@ -559,3 +559,39 @@ async fn assigned_client_identifier_can_resume_its_session() {
     publ.publish("assigned/t", "back", QoS::AtLeastOnce).await;
     assert_eq!(text(&c.recv_publish_acked().await), "back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_topic_aliases_can_be_turned_off() {
+    let b = TestBroker::start_with(|c| c.outgoing_topic_aliases = false).await;
+    let (mut sub, _) = TestClient::connect(b.addr, V5, |c| {
+        c.client_id = "wants-aliases".into();
+        c.properties.topic_alias_maximum = Some(10);
+    })
+    .await;
+    sub.subscribe("off/t", QoS::AtMostOnce).await;
+    let mut publ = b.client(V5, "pub").await;
+    publ.publish("off/t", "a", QoS::AtMostOnce).await;
+    publ.publish("off/t", "b", QoS::AtMostOnce).await;
+    for _ in 0..2 {
+        let p = sub.recv_publish().await;
+        assert_eq!(p.properties.topic_alias, None);
+        assert_eq!(p.topic.as_str(), "off/t");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximum_qos_0_downgrades_subscriptions_and_refuses_qos1_publish() {
+    // [MQTT-3.2.2-9..11]: Maximum QoS 0 is advertised; a QoS 1 PUBLISH is answered with
+    // DISCONNECT 0x9B.
+    let b = TestBroker::start_with(|c| c.max_qos = 0).await;
+    let (mut c, ack) = TestClient::connect(b.addr, V5, |c| c.client_id = "q0".into()).await;
+    assert_eq!(ack.properties.maximum_qos, Some(0));
+    let sa = c
+        .subscribe_with(&[("q0/t", opts(QoS::ExactlyOnce))], Properties::default())
+        .await;
+    assert_eq!(sa.reason_codes, vec![ReasonCode::GRANTED_QOS_0]);
+    let mut p = publish_packet("q0/t", "x", QoS::AtLeastOnce);
+    p.packet_id = 1;
+    c.send(&Packet::Publish(p)).await;
+    c.expect_disconnect(ReasonCode::QOS_NOT_SUPPORTED).await;
+}

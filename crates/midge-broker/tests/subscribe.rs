@@ -550,3 +550,87 @@ async fn unsubscribe_from_a_shared_subscription_stops_delivery() {
     publ.publish("us/marker", "marker", QoS::AtLeastOnce).await;
     assert_eq!(text(&m.recv_publish_acked().await), "marker");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_and_non_shared_subscriptions_of_one_client_each_deliver() {
+    // 5.0 4.8.2: "If a Client has a Shared Subscription and a Non-shared Subscription and
+    // a message matches both of them, the Client will receive a copy of the message by
+    // virtue of it having the Non-shared Subscription. A second copy of the message will
+    // be delivered to one of the subscribers to the Shared Subscription" (here the only
+    // member is the same client, so it gets two copies, as with Mosquitto).
+    let b = TestBroker::start().await;
+    let mut c = b.client(V5, "both").await;
+    c.subscribe("$share/g/both/t", QoS::AtLeastOnce).await;
+    c.subscribe("both/t", QoS::AtLeastOnce).await;
+    let mut publ = b.client(V5, "pub").await;
+    publ.publish("both/t", "x", QoS::AtLeastOnce).await;
+    publ.publish("both/t", "marker", QoS::AtLeastOnce).await;
+    let got: Vec<String> = {
+        let mut got = Vec::new();
+        loop {
+            let p = c.recv_publish_acked().await;
+            if text(&p) == "marker" {
+                break got;
+            }
+            got.push(text(&p).to_string());
+        }
+    };
+    assert_eq!(got, vec!["x", "x"], "one copy per subscription kind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shared_groups_each_deliver_a_copy() {
+    // 5.0 4.8.2: each Shared Subscription (group) is delivered to one of its members; a
+    // client in two groups gets one copy per group.
+    let b = TestBroker::start().await;
+    let mut c = b.client(V5, "two-groups").await;
+    c.subscribe("$share/a/g2/t", QoS::AtLeastOnce).await;
+    c.subscribe("$share/b/g2/t", QoS::AtLeastOnce).await;
+    c.subscribe("g2/marker", QoS::AtLeastOnce).await;
+    let mut publ = b.client(V5, "pub").await;
+    publ.publish("g2/t", "x", QoS::AtLeastOnce).await;
+    publ.publish("g2/marker", "marker", QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    loop {
+        let p = c.recv_publish_acked().await;
+        if text(&p) == "marker" {
+            break;
+        }
+        got.push(text(&p).to_string());
+    }
+    assert_eq!(got, vec!["x", "x"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscription_prefers_connected_members() {
+    // A member whose session is offline should not take messages while others are online.
+    let b = TestBroker::start().await;
+    let (mut away, _) = TestClient::connect_persistent(b.addr, V5, "away").await;
+    away.subscribe("$share/g/pref/t", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    let mut here = b.client(V5, "here").await;
+    here.subscribe("$share/g/pref/t", QoS::AtLeastOnce).await;
+    let mut publ = b.client(V5, "pub").await;
+    for i in 0..6 {
+        publ.publish("pref/t", &i.to_string(), QoS::AtLeastOnce)
+            .await;
+    }
+    for i in 0..6 {
+        assert_eq!(text(&here.recv_publish_acked().await), i.to_string());
+    }
+    let (mut away, _) = TestClient::connect_persistent(b.addr, V5, "away").await;
+    away.assert_no_publish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribing_one_overlapping_filter_keeps_the_other() {
+    let b = TestBroker::start().await;
+    let mut c = b.client(V311, "ov").await;
+    c.subscribe("ovu/#", QoS::AtLeastOnce).await;
+    c.subscribe("ovu/t", QoS::AtLeastOnce).await;
+    c.unsubscribe(&["ovu/t"]).await;
+    let mut publ = b.client(V311, "pub").await;
+    publ.publish("ovu/t", "via #", QoS::AtLeastOnce).await;
+    assert_eq!(text(&c.recv_publish_acked().await), "via #");
+    c.assert_no_publish().await;
+}
