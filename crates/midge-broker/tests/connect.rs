@@ -520,11 +520,11 @@ async fn packets_sent_right_after_connect_are_processed() {
         c.send_raw(&raw).await;
         let ack = c.recv_connack().await;
         assert_eq!(ack.reason_code, ReasonCode::SUCCESS, "{v:?}");
-        let got = c.recv_publish_acked().await;
-        assert_eq!(text(&got), "early bird", "{v:?}");
         c.wait_for(|p| matches!(p, Packet::SubAck(_))).await;
         c.wait_for(|p| matches!(p, Packet::PubAck(a) if a.packet_id == 2))
             .await;
+        let got = c.recv_publish_acked().await;
+        assert_eq!(text(&got), "early bird", "{v:?}");
     }
 }
 
