@@ -567,3 +567,21 @@ async fn takeover_resends_inflight_messages_on_the_new_connection() {
     assert_eq!(again.packet_id, p.packet_id);
     second.ack(&again).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_client_id_longer_than_23_characters_is_rejected() {
+    // MQTT 3.1 section 3.1 (Client Identifier): "between 1 and 23 characters long... If
+    // the Client ID contains more than 23 characters, the server responds to the CONNECT
+    // message with a CONNACK return code 2: Identifier Rejected."
+    let b = TestBroker::start().await;
+    let (mut c, ack) =
+        TestClient::connect(b.addr, V31, |c| c.client_id = "a".repeat(24).into()).await;
+    assert_eq!(ack.reason_code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    c.expect_closed().await;
+    let (_c, ack) = TestClient::connect(b.addr, V31, |c| c.client_id = "a".repeat(23).into()).await;
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::SUCCESS,
+        "23 characters are fine"
+    );
+}

@@ -576,3 +576,42 @@ async fn pubrec_with_error_code_ends_the_qos2_flow_in_5_0() {
         other => panic!("expected the next PUBLISH and no PUBREL, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_after_reconnect_respects_a_smaller_receive_maximum() {
+    // [MQTT-3.3.4-9] the Server MUST NOT send more unacknowledged QoS 1/2 PUBLISH packets
+    // than the client's Receive Maximum, also when resending after a reconnect
+    // [MQTT-4.4.0-1]: the rest waits for acknowledgements.
+    let b = TestBroker::start().await;
+    let connect = |rm: u16| {
+        move |c: &mut midge_proto::Connect| {
+            c.client_id = "shrink".into();
+            c.clean_start = false;
+            c.properties.session_expiry_interval = Some(60);
+            c.properties.receive_maximum = Some(rm);
+        }
+    };
+    let (mut sub, _) = TestClient::connect(b.addr, V5, connect(4)).await;
+    sub.subscribe("shrink/t", QoS::AtLeastOnce).await;
+    let mut publ = b.client(V5, "pub").await;
+    for i in 1..=4 {
+        publ.publish("shrink/t", &i.to_string(), QoS::AtLeastOnce)
+            .await;
+    }
+    for _ in 1..=4 {
+        sub.recv_publish().await;
+    }
+    sub.drop_connection();
+    let (mut sub, ack) = TestClient::connect(b.addr, V5, connect(1)).await;
+    assert!(ack.session_present);
+    let first = sub.recv_publish().await;
+    assert_eq!(text(&first), "1");
+    sub.assert_no_publish().await;
+    sub.ack(&first).await;
+    for i in 2..=4 {
+        let p = sub.recv_publish().await;
+        assert_eq!(text(&p), i.to_string());
+        sub.assert_no_publish().await;
+        sub.ack(&p).await;
+    }
+}
