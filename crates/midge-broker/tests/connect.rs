@@ -585,3 +585,84 @@ async fn mqtt_3_1_client_id_longer_than_23_characters_is_rejected() {
         "23 characters are fine"
     );
 }
+
+/// Sends a CONNECT encoded from `connect`, with byte `index` replaced by `value` if given,
+/// and returns what came back before the close.
+async fn connect_raw_closed(
+    b: &TestBroker,
+    connect: midge_proto::Connect,
+    patch: Option<(usize, u8)>,
+) -> Vec<Packet> {
+    let v = connect.protocol;
+    let mut c = TestClient::tcp(b.addr, v).await;
+    let mut raw = bytes_of(&Packet::Connect(Box::new(connect)), v);
+    if let Some((i, value)) = patch {
+        raw[i] = value;
+    }
+    c.send_raw(&raw).await;
+    c.expect_closed().await
+}
+
+fn no_success(got: &[Packet]) -> bool {
+    got.iter()
+        .all(|p| !matches!(p, Packet::ConnAck(a) if a.reason_code == ReasonCode::SUCCESS))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_name_and_level_must_agree() {
+    // [MQTT-3.1.2-2]: "MQTT" with level 3, or "MQIsdp" with level 4, is not a protocol
+    // this broker speaks: CONNACK return code 0x01, then close.
+    let b = TestBroker::start().await;
+    // "MQTT" level 3: patch the level of a 3.1.1 CONNECT.
+    let got = connect_raw_closed(&b, connect_packet(V311, "mqtt3"), Some((8, 3))).await;
+    assert!(
+        matches!(got.first(), Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+        "{got:?}"
+    );
+    // "MQIsdp" level 4: fixed header (2) + length (2) + "MQIsdp" (6) = level at 10.
+    let got = connect_raw_closed(&b, connect_packet(V31, "mqisdp4"), Some((10, 4))).await;
+    assert!(
+        matches!(got.first(), Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_flags_without_a_will_close_the_connection() {
+    // [MQTT-3.1.2-13] / [MQTT-3.1.2-15] (3.1.1), [MQTT-3.1.2-11] / [MQTT-3.1.2-13] (5.0):
+    // Will QoS and Will Retain MUST be 0 when the Will Flag is 0.
+    let b = TestBroker::start().await;
+    for v in V3_AND_V5 {
+        // Connect flags are at byte 9; clean start is 0x02.
+        for flags in [0x02 | 0x08, 0x02 | 0x20] {
+            let got = connect_raw_closed(&b, connect_packet(v, "wf"), Some((9, flags))).await;
+            assert!(no_success(&got), "{v:?} flags {flags:#04x}: {got:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_qos_3_closes_the_connection() {
+    // [MQTT-3.1.2-14] (3.1.1) / [MQTT-3.1.2-12] (5.0): Will QoS MUST NOT be 3.
+    let b = TestBroker::start().await;
+    for v in V3_AND_V5 {
+        let mut connect = connect_packet(v, "wq3");
+        connect.will = Some(will("w", "x", QoS::AtMostOnce, false));
+        let got = connect_raw_closed(&b, connect, Some((9, 0x02 | 0x04 | 0x18))).await;
+        assert!(no_success(&got), "{v:?}: {got:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_maximum_0_or_maximum_packet_size_0_close_the_connection() {
+    // 5.0 3.1.2.11.3 / 3.1.2.11.4: a value of 0 for either is a Protocol Error.
+    let b = TestBroker::start().await;
+    let mut connect = connect_packet(V5, "rm0");
+    connect.properties.receive_maximum = Some(0);
+    let got = connect_raw_closed(&b, connect, None).await;
+    assert!(no_success(&got), "{got:?}");
+    let mut connect = connect_packet(V5, "mps0");
+    connect.properties.maximum_packet_size = Some(0);
+    let got = connect_raw_closed(&b, connect, None).await;
+    assert!(no_success(&got), "{got:?}");
+}

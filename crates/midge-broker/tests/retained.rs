@@ -241,3 +241,20 @@ async fn retained_message_carries_the_subscription_identifier() {
     assert_eq!(p.properties.subscription_identifiers, vec![42]);
     assert!(p.retain);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_message_expiry_is_reduced_by_its_time_in_store() {
+    // [MQTT-3.3.2-6] (5.0): the Message Expiry Interval sent is the remaining one.
+    let b = TestBroker::start().await;
+    let mut publ = b.client(V5, "pub").await;
+    let mut p = publish_packet("rexp2/t", "ageing", QoS::AtLeastOnce);
+    p.retain = true;
+    p.properties.message_expiry_interval = Some(10);
+    publ.publish_packet(p).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut sub = b.client(V5, "sub").await;
+    sub.subscribe("rexp2/t", QoS::AtLeastOnce).await;
+    let got = sub.recv_publish_acked().await;
+    let left = got.properties.message_expiry_interval.expect("expiry");
+    assert!((1..=9).contains(&left), "{left}");
+}

@@ -634,3 +634,23 @@ async fn unsubscribing_one_overlapping_filter_keeps_the_other() {
     assert_eq!(text(&c.recv_publish_acked().await), "via #");
     c.assert_no_publish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_local_on_one_of_two_overlapping_subscriptions() {
+    // [MQTT-3.8.3-3] applies per subscription: the other matching subscription still
+    // delivers the client's own message, once.
+    let b = TestBroker::start().await;
+    let mut me = b.client(V5, "me").await;
+    let nl = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        no_local: true,
+        ..SubscriptionOptions::default()
+    };
+    me.subscribe_with(&[("nlo/t", nl)], Properties::default())
+        .await;
+    me.subscribe("nlo/#", QoS::AtLeastOnce).await;
+    me.publish("nlo/t", "own", QoS::AtLeastOnce).await;
+    me.publish("nlo/x", "marker", QoS::AtLeastOnce).await;
+    assert_eq!(text(&me.recv_publish_acked().await), "own");
+    assert_eq!(text(&me.recv_publish_acked().await), "marker");
+}
