@@ -82,6 +82,10 @@ pub struct Common {
     /// when several processes share a load.
     #[arg(long, default_value_t = 0)]
     pub start_index: u32,
+    /// Give up when nothing at all (no message sent, acknowledged or received) happened for
+    /// this many seconds while publishers still wait: reported as a stall.
+    #[arg(long, default_value_t = 10.0)]
+    pub stall_timeout: f64,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -30,6 +30,7 @@ struct Run {
     gate: Semaphore,
     id_prefix: String,
     start_index: u32,
+    stall_timeout: Duration,
     /// Connections whose setup (connect, subscribe) succeeded or failed.
     set_up: AtomicU64,
     errors_shown: AtomicU64,
@@ -74,6 +75,7 @@ impl Run {
                 .clone()
                 .unwrap_or_else(|| format!("mb{}", std::process::id())),
             start_index: c.start_index,
+            stall_timeout: Duration::from_secs_f64(c.stall_timeout.max(0.1)),
             set_up: AtomicU64::new(0),
             errors_shown: AtomicU64::new(0),
             subscribed: Mutex::new(Vec::new()),
@@ -134,6 +136,41 @@ impl Run {
 
     fn client_id(&self, kind: char, index: u32) -> String {
         format!("{}{kind}{index}", self.id_prefix)
+    }
+
+    /// Joins the publishers; if the run makes no progress at all for the stall timeout,
+    /// reports a stall and stops every connection.
+    async fn join_publishers<T>(
+        &self,
+        handles: Vec<JoinHandle<T>>,
+        stop_tx: &watch::Sender<bool>,
+    ) -> Vec<T> {
+        let progress = || {
+            let s = &self.stats;
+            s.sent.load(Relaxed) + s.completed.load(Relaxed) + s.received.load(Relaxed)
+        };
+        let (mut last, mut since) = (progress(), Instant::now());
+        while !handles.iter().all(JoinHandle::is_finished) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let now = progress();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= self.stall_timeout {
+                let s = &self.stats;
+                let unacked = s
+                    .sent
+                    .load(Relaxed)
+                    .saturating_sub(s.completed.load(Relaxed));
+                eprintln!(
+                    "midge bench: STALL: no progress for {:?}; {unacked} publications unacknowledged",
+                    self.stall_timeout
+                );
+                s.stalled.store(unacked.max(1), Relaxed);
+                let _ = stop_tx.send(true);
+                break;
+            }
+        }
+        join_all(handles).await
     }
 
     /// Waits until `n` connections are set up (or failed), printing nothing.
@@ -367,7 +404,7 @@ pub async fn publish(a: PubArgs) -> anyhow::Result<Summary> {
     let t0 = Instant::now();
     let _ = go_tx.send(true);
     let timer = stop_after(a.message.duration, limits.stop.clone());
-    join_all(handles).await;
+    run.join_publishers(handles, &stop_tx).await;
     timer.abort();
     s.publish_secs = t0.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
@@ -459,7 +496,7 @@ pub async fn pubsub(a: PubSubArgs) -> anyhow::Result<Summary> {
     let t0_ns = run.stats.start.elapsed().as_nanos() as u64;
     let _ = go_tx.send(true);
     let timer = stop_after(m.duration, limits.stop.clone());
-    let sent = join_all(pubs).await;
+    let sent = run.join_publishers(pubs, &stop_tx).await;
     timer.abort();
     s.publish_secs = t0.elapsed().as_secs_f64();
 

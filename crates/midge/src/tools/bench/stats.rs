@@ -33,6 +33,8 @@ pub struct Stats {
     /// Sequence numbers skipped (messages missing in order from one publisher).
     pub gaps: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Set when the run gave up waiting for a broker that made no progress.
+    pub stalled: AtomicU64,
     /// When the last message arrived, in nanoseconds since `start` (0: none yet).
     pub last_received_ns: AtomicU64,
     latency: Mutex<Histogram<u64>>,
@@ -53,6 +55,7 @@ impl Stats {
             duplicates: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
             last_received_ns: AtomicU64::new(0),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds"),
@@ -144,6 +147,9 @@ pub struct Summary {
     pub duplicates: u64,
     pub gaps: u64,
     pub protocol_errors: u64,
+    /// Publications still unacknowledged when the run gave up on a broker that made no
+    /// progress for --stall-timeout (0: no stall).
+    pub stalled_unacked: u64,
     /// Seconds the publishers ran (pub, pubsub) or the subscribers listened (sub).
     pub publish_secs: f64,
     pub send_rate: f64,
@@ -173,6 +179,7 @@ impl Summary {
         self.duplicates = stats.duplicates.load(Relaxed);
         self.gaps = stats.gaps.load(Relaxed);
         self.protocol_errors = stats.protocol_errors.load(Relaxed);
+        self.stalled_unacked = stats.stalled.load(Relaxed);
         self.latency_us = stats.latency_summary();
     }
 
@@ -182,6 +189,7 @@ impl Summary {
             || self.closed_early > 0
             || self.protocol_errors > 0
             || self.rejected > 0
+            || self.stalled_unacked > 0
             || (self.qos > 0 && self.lost.unwrap_or(0) > 0)
     }
 
@@ -252,6 +260,13 @@ impl Summary {
                 s,
                 "  latency us   p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (n = {})",
                 l.p50, l.p90, l.p99, l.p999, l.max, l.count
+            );
+        }
+        if self.stalled_unacked > 0 {
+            let _ = writeln!(
+                s,
+                "  STALL        broker made no progress; {} publications unacknowledged",
+                self.stalled_unacked
             );
         }
         if self.protocol_errors > 0 {

@@ -1,0 +1,192 @@
+//! `midge bench` reports the right counts against a real Midge broker (the `midge` binary
+//! on a free loopback port). Each run is bounded by its own `--count`/`--duration` and the
+//! stall timeout, so a broken broker fails the test instead of hanging it.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+
+/// A `midge` broker process, killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(MIDGE)
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("midge starts");
+        let broker = Broker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "broker never accepted on {port}");
+            std::thread::yield_now();
+        }
+        broker
+    }
+
+    fn bench(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(MIDGE);
+        cmd.arg("bench")
+            .arg(args[0])
+            .args(["-p", &self.port.to_string(), "--no-progress"])
+            .args(&args[1..]);
+        cmd
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_of(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn run_json(mut cmd: Command) -> Value {
+    let out = cmd.arg("--json").output().expect("midge bench runs");
+    let v = json_of(&out);
+    assert!(out.status.success(), "midge bench failed: {v}");
+    v
+}
+
+#[test]
+fn two_publishers_of_100_qos1_messages_reach_a_wildcard_subscriber_200_times() {
+    let broker = Broker::start();
+    let mut sub = broker
+        .bench(&[
+            "sub",
+            "-t",
+            "bench/#",
+            "-q",
+            "1",
+            "--count",
+            "200",
+            "--duration",
+            "30",
+        ])
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sub starts");
+    // The subscriber says when it is subscribed; publish only then.
+    let mut stderr = BufReader::new(sub.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("1/1 subscribed") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read") > 0,
+            "sub ended early"
+        );
+    }
+
+    let p = run_json(broker.bench(&["pub", "-c", "2", "-q", "1", "--count", "100"]));
+    assert_eq!(p["sent"], 200);
+    assert_eq!(p["completed"], 200);
+    assert_eq!(p["connected"], 2);
+
+    let out = sub.wait_with_output().expect("sub ends");
+    let s = json_of(&out);
+    assert!(out.status.success(), "sub failed: {s}");
+    assert_eq!(s["received"], 200);
+    assert_eq!(s["duplicates"], 0);
+    assert_eq!(s["gaps"], 0);
+    assert_eq!(s["latency_us"]["count"], 200);
+}
+
+#[test]
+fn conn_opens_50_connections_and_reads_the_broker_rss() {
+    let broker = Broker::start();
+    let pid = broker.child.id().to_string();
+    let v = run_json(broker.bench(&["conn", "-c", "50", "--hold", "0", "--broker-pid", &pid]));
+    assert_eq!(v["connected"], 50);
+    assert_eq!(v["connect_failed"], 0);
+    assert_eq!(v["closed_early"], 0);
+    assert!(
+        v["broker_rss_after_kb"].as_u64().is_some_and(|kb| kb > 0),
+        "{v}"
+    );
+}
+
+#[test]
+fn pubsub_counts_are_exact_at_every_qos_and_version() {
+    let broker = Broker::start();
+    for version in ["3", "4", "5"] {
+        for qos in ["0", "1", "2"] {
+            let v = run_json(broker.bench(&[
+                "pubsub", "-V", version, "-q", qos, "--pubs", "3", "--subs", "2", "--count", "50",
+                "--size", "64",
+            ]));
+            let what = format!("MQTT {version} QoS {qos}: {v}");
+            assert_eq!(v["sent"], 150, "{what}");
+            assert_eq!(v["expected"], 300, "{what}");
+            assert_eq!(v["received"], 300, "{what}");
+            assert_eq!(v["lost"], 0, "{what}");
+            assert_eq!(v["duplicates"], 0, "{what}");
+            if qos != "0" {
+                assert_eq!(v["completed"], 150, "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pubsub_pairs_stop_after_the_duration_and_print_a_text_summary() {
+    let broker = Broker::start();
+    let started = Instant::now();
+    let out = broker
+        .bench(&[
+            "pubsub",
+            "--pubs",
+            "20",
+            "--subs",
+            "20",
+            "--sub-topic",
+            "bench/%i",
+            "-q",
+            "1",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        text.contains("20 of 40 expected") || text.contains("received"),
+        "{text}"
+    );
+    // 20 pairs at 200 msg/s for 1 s: about 4,000, each pair exactly once.
+    let received: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("received"))
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .expect("received line");
+    assert!((2_000..=6_000).contains(&received), "{text}");
+    assert!(text.contains(", 0 lost"), "{text}");
+}
