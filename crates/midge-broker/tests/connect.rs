@@ -666,3 +666,59 @@ async fn receive_maximum_0_or_maximum_packet_size_0_close_the_connection() {
     let got = connect_raw_closed(&b, connect, None).await;
     assert!(no_success(&got), "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connections_with_one_client_id_all_succeed_and_one_remains() {
+    // [MQTT-3.1.4-3]: each new connection takes the session over; none is refused.
+    let b = TestBroker::start().await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let addr = b.addr;
+        tasks.push(tokio::spawn(async move {
+            let v = if i % 2 == 0 { V311 } else { V5 };
+            let (c, ack) = TestClient::connect(addr, v, |c| {
+                c.client_id = "crowd".into();
+                c.clean_start = false;
+                c.properties.session_expiry_interval = Some(60);
+            })
+            .await;
+            (c, ack.reason_code)
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        let (c, rc) = t.await.expect("task");
+        assert_eq!(rc, ReasonCode::SUCCESS);
+        clients.push(c);
+    }
+    // Exactly one connection is still open: it answers PINGREQ; the others are closed.
+    let mut open = 0;
+    for c in clients.iter_mut() {
+        c.send(&Packet::PingReq).await;
+        loop {
+            match c.recv_within(Duration::from_secs(5)).await {
+                Ok(Some(Packet::PingResp)) => {
+                    open += 1;
+                    break;
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(()) => panic!("neither answered nor closed"),
+            }
+        }
+    }
+    assert_eq!(open, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_started_in_3_1_1_is_resumed_in_5_0() {
+    let b = TestBroker::start().await;
+    let (mut c, _) = TestClient::connect_persistent(b.addr, V311, "upgrade").await;
+    c.subscribe("up/t", QoS::AtLeastOnce).await;
+    c.disconnect().await;
+    let mut publ = b.client(V311, "pub").await;
+    publ.publish("up/t", "queued", QoS::AtLeastOnce).await;
+    let (mut c, present) = TestClient::connect_persistent(b.addr, V5, "upgrade").await;
+    assert!(present);
+    assert_eq!(text(&c.recv_publish_acked().await), "queued");
+}
