@@ -138,6 +138,7 @@ impl BrokerInner {
             st.queue.clear();
             st.queued_bytes = 0;
             st.inflight.clear();
+            st.unsent_resends = 0;
             (
                 std::mem::take(&mut st.subscriptions),
                 st.pending_will.take(),

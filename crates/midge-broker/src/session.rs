@@ -43,6 +43,8 @@ pub struct Inflight {
     pub packet_id: u16,
     pub msg: Queued,
     pub stage: Stage,
+    /// Still to be resent on the current connection (after a reconnect).
+    pub unsent: bool,
 }
 
 /// A subscription as the session remembers it (for resubscribe, retain handling 1 and
@@ -101,6 +103,8 @@ pub struct SessionState {
     pub pending_will: Option<Arc<Message>>,
     /// The queue went past its soft limit; publishers wait on `SessionCell::room`.
     pub congested: bool,
+    /// In-flight entries marked `unsent` (they do not count against the window).
+    pub unsent_resends: usize,
 }
 
 impl SessionState {
@@ -124,6 +128,15 @@ impl SessionState {
         let q = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(q.msg.payload.len());
         Some(q)
+    }
+
+    /// Removes an in-flight entry, keeping the count of unsent resends right.
+    pub fn remove_inflight(&mut self, pos: usize) -> Option<Inflight> {
+        let m = self.inflight.remove(pos)?;
+        if m.unsent {
+            self.unsent_resends = self.unsent_resends.saturating_sub(1);
+        }
+        Some(m)
     }
 
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {

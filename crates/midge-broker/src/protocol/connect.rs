@@ -1,9 +1,9 @@
 //! CONNECT and CONNACK: validation, authentication, session attach and takeover.
 
 use crate::connection::{Close, Conn};
-use crate::session::{ConnLink, Control, QueueLimits, SessionCell, Stage};
+use crate::session::{ConnLink, Control, QueueLimits, SessionCell};
 use midge_proto::{
-    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, PubResp, Publish,
+    ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, Publish,
     ReasonCode,
 };
 use rand::distr::{Alphanumeric, SampleString};
@@ -56,8 +56,14 @@ impl Conn {
         let config = self.broker.config.clone();
         let mut ack_props = Properties::default();
 
-        // Client identifier [MQTT-3.1.3-6..9].
+        // Client identifier [MQTT-3.1.3-6..9]; MQTT 3.1 allows 1 to 23 characters.
         self.client_id = c.client_id.clone();
+        if c.protocol == ProtocolVersion::V31 && self.client_id.chars().count() > 23 {
+            return Err(self.refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "MQTT 3.1 client id longer than 23 characters",
+            ));
+        }
         if self.client_id.is_empty() {
             if c.protocol == ProtocolVersion::V31 {
                 return Err(self.refuse(
@@ -305,23 +311,14 @@ impl Conn {
     }
 
     /// After a reconnect, unacknowledged messages are sent again, PUBLISH with DUP set and
-    /// PUBREL as PUBREL, in their original order [MQTT-4.4.0-1].
+    /// PUBREL as PUBREL, in their original order [MQTT-4.4.0-1]. They are only marked here;
+    /// `drain_queue` sends them within the client's (possibly smaller) Receive Maximum
+    /// [MQTT-3.3.4-9].
     fn resend_inflight(&mut self, cell: &Arc<SessionCell>) {
-        let st = cell.state.lock();
-        let mut out: Vec<Packet> = Vec::with_capacity(st.inflight.len());
-        for m in &st.inflight {
-            match m.stage {
-                Stage::AwaitPubAck | Stage::AwaitPubRec => {
-                    if let Some(p) = self.outgoing_publish(&m.msg, m.packet_id, true) {
-                        out.push(p);
-                    }
-                }
-                Stage::AwaitPubComp => out.push(Packet::PubRel(PubResp::new(m.packet_id))),
-            }
+        let mut st = cell.state.lock();
+        for m in st.inflight.iter_mut() {
+            m.unsent = true;
         }
-        drop(st);
-        for p in &out {
-            self.send(p);
-        }
+        st.unsent_resends = st.inflight.len();
     }
 }

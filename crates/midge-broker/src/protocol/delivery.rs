@@ -4,8 +4,8 @@
 
 use crate::connection::{Conn, HeldAck, ACK_HOLD_MAX, WRITE_HIGH_WATER};
 use crate::router::DeliveryTarget;
-use crate::session::{Inflight, Queued, SessionCell, Stage};
-use midge_proto::{encoded_len, ByteStr, Packet, Properties, Publish, QoS};
+use crate::session::{Inflight, Queued, SessionCell, SessionState, Stage};
+use midge_proto::{encoded_len, ByteStr, Packet, Properties, PubResp, Publish, QoS};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -27,6 +27,9 @@ impl Conn {
         let window = self.inflight_window();
         let now = Instant::now();
         let mut st = cell.state.lock();
+        if st.unsent_resends > 0 {
+            self.resend_marked(&mut st, window);
+        }
         while self.wbuf.len() < WRITE_HIGH_WATER {
             let Some(front) = st.queue.front() else { break };
             if front.msg.is_expired(now) {
@@ -44,7 +47,7 @@ impl Conn {
                 }
                 continue;
             }
-            if st.inflight.len() >= window {
+            if st.inflight.len() - st.unsent_resends >= window {
                 break;
             }
             let Some(packet_id) = st.allocate_packet_id() else {
@@ -61,6 +64,7 @@ impl Conn {
                     packet_id,
                     msg: q,
                     stage,
+                    unsent: false,
                 });
             }
         }
@@ -105,6 +109,44 @@ impl Conn {
         let front = self.held_acks.front()?;
         let target = front.waiting.first()?.clone();
         Some((target, front.deadline))
+    }
+
+    /// Resends in-flight entries marked after a reconnect, oldest first, while the window
+    /// has room (a QoS 2 flow waiting for PUBCOMP holds its slot too).
+    fn resend_marked(&mut self, st: &mut SessionState, window: usize) {
+        let mut drop_ids = Vec::new();
+        for i in 0..st.inflight.len() {
+            if st.inflight.len() - st.unsent_resends >= window
+                || self.wbuf.len() >= WRITE_HIGH_WATER
+            {
+                break;
+            }
+            let Some(m) = st.inflight.get(i) else { break };
+            if !m.unsent {
+                continue;
+            }
+            let packet = match m.stage {
+                Stage::AwaitPubAck | Stage::AwaitPubRec => {
+                    self.outgoing_publish(&m.msg, m.packet_id, true)
+                }
+                Stage::AwaitPubComp => Some(Packet::PubRel(PubResp::new(m.packet_id))),
+            };
+            if let Some(p) = packet {
+                self.send(&p);
+            } else {
+                // Too large for the client now: discarded as if delivered [MQTT-3.1.2-25].
+                drop_ids.push(m.packet_id);
+            }
+            if let Some(m) = st.inflight.get_mut(i) {
+                m.unsent = false;
+            }
+            st.unsent_resends = st.unsent_resends.saturating_sub(1);
+        }
+        for id in drop_ids {
+            if let Some(pos) = st.inflight_position(id) {
+                st.remove_inflight(pos);
+            }
+        }
     }
 
     /// Encodes one delivery; false when it was dropped as too large for the client.

@@ -182,7 +182,7 @@ impl Conn {
                     .get(pos)
                     .is_some_and(|m| m.stage == Stage::AwaitPubAck)
                 {
-                    st.inflight.remove(pos);
+                    st.remove_inflight(pos);
                 }
             }
         }
@@ -199,7 +199,7 @@ impl Conn {
             let mut st = cell.state.lock();
             match st.inflight_position(a.packet_id) {
                 Some(pos) if a.reason_code.is_error() => {
-                    st.inflight.remove(pos);
+                    st.remove_inflight(pos);
                     None
                 }
                 Some(pos) => {
@@ -245,7 +245,7 @@ impl Conn {
                     .get(pos)
                     .is_some_and(|m| m.stage == Stage::AwaitPubComp)
                 {
-                    st.inflight.remove(pos);
+                    st.remove_inflight(pos);
                 }
             }
         }

@@ -156,19 +156,22 @@ impl Router {
                     }
                 }
             });
-            for g in scratch.groups.drain(..) {
-                if let Some((session, sub)) = self.pick_member(g.members) {
-                    scratch.matches.push(Match {
-                        session,
-                        target: sub.target,
-                        qos: sub.options.qos.min(msg.qos),
-                        retain_as_published: sub.options.retain_as_published,
-                        sub_ids: sub.id.into_iter().collect(),
-                    });
-                }
+        }
+        // Only non-shared subscriptions of one session merge [MQTT-3.3.4-2]; each shared
+        // group is a delivery of its own, even to a session that is also a plain
+        // subscriber (5.0 section 4.8.2).
+        merge_overlapping(&mut scratch.matches);
+        for g in scratch.groups.drain(..) {
+            if let Some((session, sub)) = self.pick_member(g.members) {
+                scratch.matches.push(Match {
+                    session,
+                    target: sub.target,
+                    qos: sub.options.qos.min(msg.qos),
+                    retain_as_published: sub.options.retain_as_published,
+                    sub_ids: sub.id.into_iter().collect(),
+                });
             }
         }
-        merge_overlapping(&mut scratch.matches);
         scratch.congested.clear();
         let n = scratch.matches.len();
         for m in scratch.matches.drain(..) {
