@@ -305,3 +305,28 @@ async fn sessions_are_separate_per_client_id() {
     publ.publish("sep/b", "for beta", QoS::AtLeastOnce).await;
     assert_eq!(text(&bb.recv_publish_acked().await), "for beta");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_restarts_at_each_disconnect() {
+    // 5.0 3.1.2.11.2: the interval counts from when the Network Connection closed; a
+    // reconnect in between cancels the earlier countdown.
+    let b = TestBroker::start().await;
+    let connect = |c: &mut midge_proto::Connect| {
+        c.client_id = "restart".into();
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(1);
+    };
+    let (c, _) = TestClient::connect(b.addr, V5, connect).await;
+    c.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (c, ack) = TestClient::connect(b.addr, V5, connect).await;
+    assert!(ack.session_present);
+    c.disconnect().await;
+    // 1.2 s after the first disconnect, 0.6 s after the second: still there.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_c, ack) = TestClient::connect(b.addr, V5, connect).await;
+    assert!(
+        ack.session_present,
+        "the first countdown was cancelled by the reconnect"
+    );
+}

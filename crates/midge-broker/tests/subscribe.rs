@@ -654,3 +654,21 @@ async fn no_local_on_one_of_two_overlapping_subscriptions() {
     assert_eq!(text(&me.recv_publish_acked().await), "own");
     assert_eq!(text(&me.recv_publish_acked().await), "marker");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_does_not_abort_a_qos2_flow_in_progress() {
+    // [MQTT-3.10.4-3] (3.1.1) / 5.0 3.10.4: the Server MAY complete the delivery of
+    // messages in flight when a subscription is removed; the QoS 2 flow already started
+    // must still finish cleanly (PUBREL answered by PUBCOMP, nothing resent).
+    for v in V3_AND_V5 {
+        let b = TestBroker::start().await;
+        let mut sub = b.client(v, "sub").await;
+        sub.subscribe("inprog/t", QoS::ExactlyOnce).await;
+        let mut publ = b.client(v, "pub").await;
+        publ.publish("inprog/t", "x", QoS::ExactlyOnce).await;
+        let p = sub.recv_publish().await;
+        sub.unsubscribe(&["inprog/t"]).await;
+        sub.ack(&p).await;
+        sub.assert_no_publish().await;
+    }
+}
