@@ -1,5 +1,6 @@
 //! The broker: shared state, start-up of listeners, the publish path and shutdown.
 
+use crate::auth::{AclFile, AuthFileError, Authenticator, Authorizer, PasswordFile, Reloadable};
 use crate::config::Config;
 use crate::message::{Message, SessionId};
 use crate::retained::RetainedTree;
@@ -18,6 +19,8 @@ use tokio::time::Instant;
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Security(#[from] AuthFileError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -26,9 +29,69 @@ pub enum StartError {
     },
 }
 
+/// The password and ACL files in force (each reloadable on SIGHUP).
+#[derive(Default, Clone)]
+pub struct Security {
+    pub passwords: Option<Arc<Reloadable<PasswordFile>>>,
+    pub acl: Option<Arc<Reloadable<AclFile>>>,
+}
+
+impl Security {
+    /// Loads the files the configuration names; errors name the file and line.
+    pub fn load(config: &Config) -> Result<Security, AuthFileError> {
+        let passwords = match &config.password_file {
+            Some(path) => {
+                let r = Reloadable::<PasswordFile>::open(path)?;
+                for w in r.current().warnings() {
+                    tracing::warn!("{w}");
+                }
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
+        let acl = match &config.acl_file {
+            Some(path) => {
+                let r = Reloadable::<AclFile>::open(path)?;
+                for w in r.current().warnings() {
+                    tracing::warn!("{w}");
+                }
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
+        Ok(Security { passwords, acl })
+    }
+
+    pub fn authenticator(&self) -> Option<Arc<dyn Authenticator>> {
+        self.passwords.clone().map(|p| p as Arc<dyn Authenticator>)
+    }
+
+    pub fn authorizer(&self) -> Option<Arc<dyn Authorizer>> {
+        self.acl.clone().map(|a| a as Arc<dyn Authorizer>)
+    }
+
+    /// Reloads both files; a file that fails to load keeps its old rules, and the error is
+    /// logged.
+    pub fn reload(&self) {
+        if let Some(p) = &self.passwords {
+            match p.reload() {
+                Ok(()) => tracing::info!("reloaded password file {}", p.path().display()),
+                Err(e) => tracing::error!("password file not reloaded, keeping the old one: {e}"),
+            }
+        }
+        if let Some(a) = &self.acl {
+            match a.reload() {
+                Ok(()) => tracing::info!("reloaded ACL file {}", a.path().display()),
+                Err(e) => tracing::error!("ACL file not reloaded, keeping the old one: {e}"),
+            }
+        }
+    }
+}
+
 /// State shared by every task of one broker.
 pub struct BrokerInner {
     pub config: Config,
+    pub security: Security,
     pub router: Router,
     pub retained: RwLock<RetainedTree<Arc<Message>>>,
     pub sessions: Sessions,
@@ -41,9 +104,10 @@ pub struct BrokerInner {
 }
 
 impl BrokerInner {
-    pub fn new(config: Config, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(config: Config, security: Security, shutdown: watch::Receiver<bool>) -> Self {
         BrokerInner {
             config,
+            security,
             router: Router::new(),
             retained: RwLock::new(RetainedTree::new()),
             sessions: Sessions::default(),
@@ -257,7 +321,8 @@ impl Broker {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let listeners = config.listeners.clone();
         let sys_interval = config.sys_interval;
-        let inner = Arc::new(BrokerInner::new(config, shutdown_rx));
+        let security = Security::load(&config)?;
+        let inner = Arc::new(BrokerInner::new(config, security, shutdown_rx));
         let mut bound = Vec::new();
         for l in &listeners {
             let socket = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
@@ -293,6 +358,11 @@ impl Broker {
 
     pub fn inner(&self) -> &Arc<BrokerInner> {
         &self.inner
+    }
+
+    /// Reloads the password and ACL files (SIGHUP); on error the old rules stay.
+    pub fn reload_security(&self) {
+        self.inner.security.reload();
     }
 
     /// Stops accepting, tells every client (5.0: DISCONNECT 0x8B) and waits up to

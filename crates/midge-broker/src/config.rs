@@ -75,6 +75,12 @@ pub struct Config {
     pub auto_id_prefix: String,
     /// Largest total connections over all listeners; `None` = no limit.
     pub max_connections: Option<usize>,
+    /// Mosquitto-format password file (`$7$`, `$6$` and argon2id entries). When set,
+    /// clients that give a username must give its password. Reloaded on SIGHUP.
+    pub password_file: Option<std::path::PathBuf>,
+    /// Mosquitto-format ACL file. When set, every publish, subscribe and delivery is
+    /// checked against it. Reloaded on SIGHUP.
+    pub acl_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -109,6 +115,8 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_string(),
             max_connections: None,
+            password_file: None,
+            acl_file: None,
         }
     }
 }

@@ -69,6 +69,7 @@ pub(crate) struct Conn {
     pub wbuf: BytesMut,
     pub version: ProtocolVersion,
     pub client_id: ByteStr,
+    pub username: Option<ByteStr>,
     pub session: Option<Arc<SessionCell>>,
     pub keep_alive: Duration,
     /// The client's Receive Maximum (5.0), else 65535.
@@ -101,6 +102,7 @@ impl Conn {
             wbuf: BytesMut::new(),
             version: ProtocolVersion::V311,
             client_id: ByteStr::new(),
+            username: None,
             session: None,
             keep_alive: Duration::ZERO,
             client_receive_max: u16::MAX,

@@ -6,6 +6,7 @@
 //! connection only to move queued messages into its write buffer. There is no lock that
 //! all sessions share on the publish path.
 
+use crate::auth::{Authorizer, ClientInfo};
 use crate::message::{Message, SessionId};
 use crate::router::{Delivery, DeliveryTarget, SubIds};
 use crate::sys::Stats;
@@ -105,6 +106,8 @@ pub struct SessionState {
     pub congested: bool,
     /// In-flight entries marked `unsent` (they do not count against the window).
     pub unsent_resends: usize,
+    /// The username of the connection attached last (for read access checks).
+    pub username: Option<ByteStr>,
 }
 
 impl SessionState {
@@ -157,6 +160,8 @@ pub struct SessionCell {
     pub room: Notify,
     limits: QueueLimits,
     stats: Arc<Stats>,
+    /// Read access is checked for every message queued (retained ones included).
+    acl: Option<Arc<dyn Authorizer>>,
 }
 
 impl std::fmt::Debug for SessionCell {
@@ -169,8 +174,15 @@ impl std::fmt::Debug for SessionCell {
 }
 
 impl SessionCell {
-    pub fn new(id: SessionId, client_id: ByteStr, limits: QueueLimits, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        id: SessionId,
+        client_id: ByteStr,
+        limits: QueueLimits,
+        stats: Arc<Stats>,
+        acl: Option<Arc<dyn Authorizer>>,
+    ) -> Self {
         SessionCell {
+            acl,
             id,
             client_id,
             state: Mutex::new(SessionState::default()),
@@ -197,6 +209,15 @@ impl SessionCell {
             online = st.conn.is_some();
             if !online && qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
                 return Delivery::Dropped;
+            }
+            if let Some(acl) = &self.acl {
+                let client = ClientInfo {
+                    client_id: &self.client_id,
+                    username: st.username.as_deref(),
+                };
+                if !acl.can_receive(&client, &msg.topic) {
+                    return Delivery::Dropped;
+                }
             }
             let soft_full = self.is_full(&st, msg.payload.len(), 1);
             if soft_full {
@@ -286,9 +307,10 @@ impl Sessions {
         client_id: ByteStr,
         limits: QueueLimits,
         stats: Arc<Stats>,
+        acl: Option<Arc<dyn Authorizer>>,
     ) -> (Arc<SessionCell>, Option<Arc<SessionCell>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let cell = Arc::new(SessionCell::new(id, client_id.clone(), limits, stats));
+        let cell = Arc::new(SessionCell::new(id, client_id.clone(), limits, stats, acl));
         let old = self.map.lock().insert(client_id, cell.clone());
         (cell, old)
     }

@@ -125,25 +125,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let broker = Broker::start(config).await?;
         tracing::info!("midge {} running", env!("CARGO_PKG_VERSION"));
-        wait_for_signal().await;
+        wait_for_signal(&broker).await;
         tracing::info!("shutting down");
         broker.shutdown(Duration::from_secs(5)).await;
         Ok(())
     })
 }
 
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password and ACL files meanwhile.
 #[cfg(unix)]
-async fn wait_for_signal() {
+async fn wait_for_signal(broker: &Broker) {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
+    let hup = signal(SignalKind::hangup());
+    match (term, int, hup) {
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading security files");
+                    broker.reload_security();
+                }
             }
-        }
+        },
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
@@ -151,6 +157,6 @@ async fn wait_for_signal() {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
+async fn wait_for_signal(_broker: &Broker) {
     let _ = tokio::signal::ctrl_c().await;
 }

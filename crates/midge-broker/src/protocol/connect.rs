@@ -1,5 +1,6 @@
 //! CONNECT and CONNACK: validation, authentication, session attach and takeover.
 
+use crate::auth::{AuthResult, ClientInfo};
 use crate::connection::{Close, Conn};
 use crate::session::{ConnLink, Control, QueueLimits, SessionCell};
 use midge_proto::{
@@ -101,12 +102,7 @@ impl Conn {
                 "no authentication method is supported",
             ));
         }
-        if c.username.is_none() && !self.allow_anonymous {
-            return Err(self.refuse(
-                ReasonCode::NOT_AUTHORIZED,
-                "anonymous access is not allowed",
-            ));
-        }
+        self.authenticate(&c).await?;
 
         // Keep-alive, bounded by max_keepalive.
         let mut keep_alive = c.keep_alive;
@@ -176,6 +172,14 @@ impl Conn {
                     ReasonCode::RETAIN_NOT_SUPPORTED,
                     "retained will but retain is not available",
                 ));
+            }
+        }
+
+        if let (Some(w), Some(acl)) = (&c.will, self.broker.security.authorizer()) {
+            if !acl.can_publish(&self.client_info(), &w.topic) {
+                return Err(
+                    self.refuse(ReasonCode::NOT_AUTHORIZED, "the ACL denies the will topic")
+                );
             }
         }
 
@@ -282,6 +286,7 @@ impl Conn {
                         self.client_id.clone(),
                         limits,
                         self.broker.stats.clone(),
+                        self.broker.security.authorizer(),
                     );
                     if let Some(replaced) = replaced {
                         if !Arc::ptr_eq(&replaced, &cell) {
@@ -298,6 +303,7 @@ impl Conn {
                     continue;
                 }
                 st.conn = link.take();
+                st.username = self.username.clone();
                 st.generation += 1;
                 st.expiry = expiry;
                 // Reconnecting in time cancels a delayed will [MQTT-3.1.3-9].
@@ -320,5 +326,54 @@ impl Conn {
             m.unsent = true;
         }
         st.unsent_resends = st.inflight.len();
+    }
+
+    /// Checks the username and password against the password file (off the async
+    /// threads: hashing is slow by design) and `allow_anonymous`. Wrong credentials get
+    /// 0x86 (5.0) or "not authorised" (3.1.1, as Mosquitto answers).
+    async fn authenticate(&mut self, c: &Connect) -> Result<(), Close> {
+        self.username = c.username.clone();
+        let result = match self.broker.security.authenticator() {
+            Some(auth) => {
+                let username = c.username.clone();
+                let password = c.password.clone();
+                let client_id = self.client_id.clone();
+                tokio::task::spawn_blocking(move || {
+                    auth.authenticate(username.as_deref(), password.as_deref(), &client_id)
+                })
+                .await
+                .unwrap_or(AuthResult::NotAuthorized)
+            }
+            // Without a password file a username proves nothing: allow_anonymous decides
+            // for every client, as in Mosquitto 2.
+            None => AuthResult::Anonymous,
+        };
+        match result.with_anonymous(self.allow_anonymous) {
+            AuthResult::Allowed | AuthResult::Anonymous => Ok(()),
+            AuthResult::BadCredentials => {
+                let code = if self.version.is_v5() {
+                    ReasonCode::BAD_USER_NAME_OR_PASSWORD
+                } else {
+                    ReasonCode::NOT_AUTHORIZED
+                };
+                Err(self.refuse(code, "bad username or password"))
+            }
+            AuthResult::NotAuthorized => Err(self.refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                if c.username.is_none() {
+                    "anonymous access is not allowed"
+                } else {
+                    "not authorised"
+                },
+            )),
+        }
+    }
+
+    /// Who this client is, for ACL checks.
+    pub(crate) fn client_info(&self) -> ClientInfo<'_> {
+        ClientInfo {
+            client_id: &self.client_id,
+            username: self.username.as_deref(),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Inbound PUBLISH and the acknowledgement packets of both directions' QoS flows.
 
+use crate::auth::Authorizer;
 use crate::connection::{Close, Conn};
 use crate::message::Message;
 use crate::session::Stage;
@@ -83,6 +84,34 @@ impl Conn {
         let packet_id = p.packet_id;
         let qos = p.qos;
         self.scratch.congested.clear();
+
+        // Clients may not publish to $SYS (as in Mosquitto), nor where the ACL denies:
+        // the message is dropped; 5.0 publishers are told 0x87.
+        let denied = topic.starts_with("$SYS")
+            || self
+                .broker
+                .security
+                .acl
+                .as_ref()
+                .is_some_and(|acl| !acl.can_publish(&self.client_info(), &topic));
+        if denied {
+            tracing::debug!(client = %self.client_id, %topic, "publish denied");
+            let rc = if self.version.is_v5() {
+                ReasonCode::NOT_AUTHORIZED
+            } else {
+                ReasonCode::SUCCESS
+            };
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => {
+                    self.acknowledge(Packet::PubAck(PubResp::with_reason(packet_id, rc)))
+                }
+                QoS::ExactlyOnce => {
+                    self.acknowledge(Packet::PubRec(PubResp::with_reason(packet_id, rc)))
+                }
+            }
+            return Ok(());
+        }
 
         // Refused before routing: oversize payloads and invalid UTF-8 declared as UTF-8.
         let mut refusal = None;

@@ -1,5 +1,6 @@
 //! SUBSCRIBE and SUBACK, and the retained messages a new subscription receives.
 
+use crate::auth::Authorizer;
 use crate::connection::{Close, Conn};
 use crate::router::{SubIds, SubKey, Subscriber};
 use crate::session::StoredSubscription;
@@ -34,6 +35,18 @@ impl Conn {
                     continue;
                 }
             };
+            let acl_filter = shared.map_or(filter.as_str(), |(_, inner)| inner);
+            if let Some(acl) = &self.broker.security.acl {
+                if !acl.can_subscribe(&self.client_info(), acl_filter) {
+                    tracing::info!(client = %self.client_id, %filter, "subscription denied by the ACL");
+                    codes.push(if v5 {
+                        ReasonCode::NOT_AUTHORIZED
+                    } else {
+                        ReasonCode::UNSPECIFIED_ERROR
+                    });
+                    continue;
+                }
+            }
             // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
             if shared.is_some() && opts.no_local {
                 return Err(Close::Violation(

@@ -51,6 +51,8 @@ enum Shared {
     MaxTopicAlias(u16),
     AllowZeroLengthClientid(bool),
     AutoIdPrefix(String),
+    PasswordFile(Option<PathBuf>),
+    AclFile(Option<PathBuf>),
 }
 
 impl Shared {
@@ -60,6 +62,8 @@ impl Shared {
             Shared::MaxTopicAlias(_) => "max_topic_alias",
             Shared::AllowZeroLengthClientid(_) => "allow_zero_length_clientid",
             Shared::AutoIdPrefix(_) => "auto_id_prefix",
+            Shared::PasswordFile(_) => "password_file",
+            Shared::AclFile(_) => "acl_file",
         }
     }
 
@@ -70,6 +74,8 @@ impl Shared {
             Shared::MaxTopicAlias(_) => Shared::MaxTopicAlias(10),
             Shared::AllowZeroLengthClientid(_) => Shared::AllowZeroLengthClientid(true),
             Shared::AutoIdPrefix(_) => Shared::AutoIdPrefix("auto-".to_string()),
+            Shared::PasswordFile(_) => Shared::PasswordFile(None),
+            Shared::AclFile(_) => Shared::AclFile(None),
         }
     }
 
@@ -79,6 +85,8 @@ impl Shared {
             Shared::MaxTopicAlias(v) => config.max_topic_alias = v,
             Shared::AllowZeroLengthClientid(v) => config.allow_zero_length_clientid = v,
             Shared::AutoIdPrefix(v) => config.auto_id_prefix = v,
+            Shared::PasswordFile(v) => config.password_file = v,
+            Shared::AclFile(v) => config.acl_file = v,
         }
     }
 
@@ -88,6 +96,10 @@ impl Shared {
             Shared::MaxTopicAlias(v) => v.to_string(),
             Shared::AllowZeroLengthClientid(v) => v.to_string(),
             Shared::AutoIdPrefix(v) => format!("'{v}'"),
+            Shared::PasswordFile(v) | Shared::AclFile(v) => match v {
+                Some(p) => format!("'{}'", p.display()),
+                None => "none".to_string(),
+            },
         }
     }
 }
@@ -184,6 +196,18 @@ impl Parser {
                     self.report.error(at, key, "missing value");
                 } else {
                     self.security_option(Shared::AutoIdPrefix(rest.to_string()), at);
+                }
+            }
+            "password_file" | "acl_file" => {
+                self.security_seen = true;
+                if let Some(v) = self.single(key, rest, at) {
+                    let path = Some(PathBuf::from(v));
+                    let value = if key == "password_file" {
+                        Shared::PasswordFile(path)
+                    } else {
+                        Shared::AclFile(path)
+                    };
+                    self.security_option(value, at);
                 }
             }
             "max_qos" => {

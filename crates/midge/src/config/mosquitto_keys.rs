@@ -10,6 +10,7 @@
 pub(super) const SUPPORTED: &[&str] = &[
     "allow_anonymous",
     "allow_zero_length_clientid",
+    "acl_file",
     "auto_id_prefix",
     "bind_address",
     "include_dir",
@@ -23,6 +24,7 @@ pub(super) const SUPPORTED: &[&str] = &[
     "max_queued_messages",
     "max_topic_alias",
     "message_size_limit",
+    "password_file",
     "per_listener_settings",
     "persistent_client_expiration",
     "port",
@@ -86,16 +88,11 @@ pub(super) fn classify(key: &str) -> Option<Unsupported> {
             "deprecated in Mosquitto 2.0; Midge's handling of overlapping subscriptions is fixed",
         ),
         "check_retain_source" => {
-            Warn("has no effect without access control, which Midge does not support yet")
+            Warn("not supported yet: retained messages are checked against the receiver's ACL only")
         }
         "retry_interval" => Warn("removed in Mosquitto 2.0, which ignores it too"),
 
-        "password_file"
-        | "acl_file"
-        | "psk_file"
-        | "auth_plugin"
-        | "plugin"
-        | "auth_plugin_deny_special_chars" => Error(AUTH),
+        "psk_file" | "auth_plugin" | "plugin" | "auth_plugin_deny_special_chars" => Error(AUTH),
         "clientid_prefixes" => Error(
             "not supported yet; ignoring it would let clients connect whose client ID it refuses",
         ),

@@ -616,7 +616,7 @@ fn mosquitto_unknown_key_is_an_error() {
 
 #[test]
 fn errors_come_with_the_warnings_found_alongside() {
-    match conf("log_type all\npassword_file /etc/pw\n") {
+    match conf("log_type all\npsk_file /etc/psk\n") {
         Err(ConfigError::Invalid { problems, warnings }) => {
             assert_eq!(problems.len(), 1);
             assert_eq!(warnings.len(), 1);
@@ -624,6 +624,30 @@ fn errors_come_with_the_warnings_found_alongside() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn password_and_acl_files_are_read_in_both_syntaxes() {
+    let loaded = ok(conf(
+        "listener 1883\npassword_file /etc/mosquitto/pw\nacl_file /etc/mosquitto/acl\n",
+    ));
+    assert_eq!(
+        loaded.config.password_file.as_deref(),
+        Some(Path::new("/etc/mosquitto/pw"))
+    );
+    assert_eq!(
+        loaded.config.acl_file.as_deref(),
+        Some(Path::new("/etc/mosquitto/acl"))
+    );
+    let loaded = ok(parse_str(
+        Path::new("midge.toml"),
+        "password_file = \"/pw\"\nacl_file = \"/acl\"\n",
+    ));
+    assert_eq!(
+        loaded.config.password_file.as_deref(),
+        Some(Path::new("/pw"))
+    );
+    assert_eq!(loaded.config.acl_file.as_deref(), Some(Path::new("/acl")));
 }
 
 // ----- mosquitto.conf: unsupported keys -----
@@ -662,8 +686,6 @@ fn mosquitto_logging_and_tuning_keys_are_warnings() {
 #[test]
 fn mosquitto_security_and_durability_keys_are_errors() {
     let keys = [
-        "password_file /etc/mosquitto/pw",
-        "acl_file /etc/mosquitto/acl",
         "psk_file /etc/mosquitto/psk",
         "psk_hint hint",
         "cafile /ca.pem",

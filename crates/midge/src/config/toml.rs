@@ -3,7 +3,7 @@
 //! Durations are whole seconds, sizes are bytes. Numbers are read with their position
 //! (`Spanned`) so a value out of range is reported at its line like a syntax error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,6 +36,8 @@ struct File {
     allow_zero_length_clientid: Option<bool>,
     auto_id_prefix: Option<String>,
     max_connections: Option<Spanned<i64>>,
+    password_file: Option<String>,
+    acl_file: Option<String>,
 }
 
 /// One `[[listener]]` table.
@@ -223,6 +225,8 @@ impl Reader<'_> {
                 Some(v) => self.limit(v, "max_connections"),
                 None => default.max_connections,
             },
+            password_file: file.password_file.as_ref().map(PathBuf::from),
+            acl_file: file.acl_file.as_ref().map(PathBuf::from),
         }
     }
 
