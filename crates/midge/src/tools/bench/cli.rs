@@ -193,6 +193,10 @@ pub struct PubSubArgs {
     /// has for this many seconds.
     #[arg(long, default_value_t = 2.0)]
     pub drain: f64,
+    /// ... but wait at most this many seconds after the publishers finish: a broker with a
+    /// deep queue would otherwise stretch the run; what has not arrived by then is lost.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_max: f64,
 }
 
 /// `%i` replaced by `index`.

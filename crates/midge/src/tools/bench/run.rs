@@ -504,12 +504,9 @@ pub async fn pubsub(a: PubSubArgs) -> anyhow::Result<Summary> {
         &sent,
         &run.subscribed.lock().unwrap_or_else(|e| e.into_inner()),
     );
-    drain(
-        &run.stats,
-        expected,
-        Duration::from_secs_f64(a.drain.max(0.0)),
-    )
-    .await;
+    let quiet = Duration::from_secs_f64(a.drain.max(0.0));
+    let most = Duration::from_secs_f64(a.drain_max.max(0.0));
+    drain(&run.stats, expected, quiet, most).await;
     let _ = stop_tx.send(true);
     join_all(subs).await;
     stop_progress(progress);
@@ -535,13 +532,14 @@ fn expected_deliveries(sent: &[(u32, String, u64)], filters: &[String]) -> u64 {
         .sum()
 }
 
-/// Waits until `expected` messages have arrived, or none has for `quiet`.
-async fn drain(stats: &Stats, expected: u64, quiet: Duration) {
+/// Waits until `expected` messages have arrived, or none has for `quiet`, or `most`.
+async fn drain(stats: &Stats, expected: u64, quiet: Duration, most: Duration) {
     let mut last = stats.received.load(Relaxed);
     let mut since = Instant::now();
+    let deadline = since + most;
     loop {
         let now = stats.received.load(Relaxed);
-        if now >= expected {
+        if now >= expected || Instant::now() >= deadline {
             return;
         }
         if now != last {

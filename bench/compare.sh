@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# Midge against Mosquitto 2 on this machine, same `midge bench` load, same run.
+#
+# Usage: bench/compare.sh [--quick] [--runs N] [--duration SECS] [--only REGEX] [--modes "unpinned pinned"]
+#                         [--no-write]
+#
+# For each scenario, mode (unpinned: both cores for everyone; pinned: broker on CPU 0 with
+# `taskset -c 0`, load on CPU 1) and run, a fresh broker is started on a free loopback port
+# with a config file written here (the same mosquitto.conf for both: Midge reads Mosquitto's
+# format), the load runs, and the broker is stopped. The medians of the runs and the
+# Midge/Mosquitto ratios are written to bench/RESULTS.md between this script's markers
+# (other sections of the file are left alone). Every load is bounded in count and time.
+#
+# --quick: one run of 2 s per scenario, 10,000 idle connections only (about 2-3 minutes).
+set -euo pipefail
+set -f  # scenario arguments hold `#` and `%i`, never globs
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=3
+DURATION=8
+QUICK=0
+WRITE=1
+ONLY=.
+MODES="unpinned pinned"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --runs) RUNS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        --modes) MODES=$2; shift ;;
+        --no-write) WRITE=0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    RUNS=1
+    DURATION=2
+fi
+# After the publishers stop, wait this long at most for queued messages (then they count as
+# lost): a broker with a deep queue would otherwise stretch each run.
+DRAIN_MAX=$((DURATION < 5 ? 3 : 5))
+
+log() { echo "compare.sh: $*" >&2; }
+
+# --- tools -----------------------------------------------------------------------------
+need_apt=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v taskset >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # Debian starts a system mosquitto on 1883; we start our own on free ports.
+    $SUDO systemctl stop mosquitto 2>/dev/null || true
+fi
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+
+log "building midge (release)"
+(cd "$ROOT" && cargo build --release -q -p midge --bin midge)
+MIDGE="$ROOT/target/release/midge"
+
+# Brokers and load get the hard open-files limit (20,000 here) as their soft one.
+ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d /tmp/midge-compare.XXXXXX)
+BROKER_PID=""
+cleanup() {
+    if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+    local p
+    while :; do
+        # Below the ephemeral range (32768-60999), so no client socket holds it.
+        p=$((20000 + RANDOM % 12000))
+        port_in_use "$p" || { echo "$p"; return; }
+    done
+}
+
+# start_broker NAME PINNED: starts the broker, sets BROKER_PID and PORT.
+start_broker() {
+    local name=$1 pinned=$2 conf="$WORK/broker.conf" i
+    PORT=$(free_port)
+    cat >"$conf" <<EOF
+listener $PORT 127.0.0.1
+allow_anonymous true
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+EOF
+    local pin=()
+    [ "$pinned" = 1 ] && pin=(taskset -c 0)
+    case "$name" in
+        midge) RUST_LOG=warn "${pin[@]}" "$MIDGE" -c "$conf" 2>>"$WORK/midge.log" & ;;
+        mosquitto) "${pin[@]}" "$MOSQUITTO" -c "$conf" 2>>"$WORK/mosquitto.log" & ;;
+    esac
+    BROKER_PID=$!
+    for i in $(seq 1 1000); do
+        port_in_use "$PORT" && return 0
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    log "$name did not start; its log:"
+    tail -20 "$WORK/$name.log" >&2
+    exit 1
+}
+
+stop_broker() {
+    kill -TERM "$BROKER_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 500); do
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    kill -KILL "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+}
+
+# CPU seconds (user + system) the broker has used so far.
+broker_cpu() {
+    local tck
+    tck=$(getconf CLK_TCK)
+    awk -v t="$tck" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$BROKER_PID/stat"
+}
+
+# --- scenarios ---------------------------------------------------------------------------
+# name|kind|midge bench arguments (%D = duration, %P = broker pid)
+D=$DURATION
+SCENARIOS=(
+    "fanin_q0|msg|pubsub --pubs 8 --subs 1 --pub-topic bench/%i --sub-topic bench/# -q 0 -s 64 --duration %D"
+    "fanin_q1|msg|pubsub --pubs 8 --subs 1 --pub-topic bench/%i --sub-topic bench/# -q 1 -s 64 --duration %D"
+    "fanin_q2|msg|pubsub --pubs 8 --subs 1 --pub-topic bench/%i --sub-topic bench/# -q 2 -s 64 --duration %D"
+    "fanout_q0|msg|pubsub --pubs 1 --subs 1000 --pub-topic bench/fan --sub-topic bench/fan -q 0 -s 64 --duration %D"
+    "fanout_q1|msg|pubsub --pubs 1 --subs 1000 --pub-topic bench/fan --sub-topic bench/fan -q 1 -s 64 --duration %D"
+    "pairs_q0|msg|pubsub --pubs 1000 --subs 1000 --pub-topic bench/%i --sub-topic bench/%i -q 0 -s 64 --duration %D"
+    "latency_q1_10k|msg|pubsub --pubs 100 --subs 100 --pub-topic bench/%i --sub-topic bench/%i -q 1 -s 64 --rate 100 --duration %D"
+    "idle_10k|conn|conn -c 10000 --hold 1 --connect-concurrency 200 --broker-pid %P"
+)
+[ "$QUICK" = 1 ] || SCENARIOS+=("idle_19k|conn|conn -c 19000 --hold 1 --connect-concurrency 200 --broker-pid %P")
+
+RAW="$WORK/raw.tsv"
+: >"$RAW"
+
+run_one() {
+    local scenario=$1 kind=$2 args=$3 broker=$4 mode=$5 run=$6
+    local pinned=0 load_pin=()
+    if [ "$mode" = pinned ]; then pinned=1; load_pin=(taskset -c 1); fi
+    start_broker "$broker" "$pinned"
+    args=${args//%D/$DURATION}
+    args=${args//%P/$BROKER_PID}
+    if [ "$kind" = msg ]; then args="$args --drain-max $DRAIN_MAX"; fi
+    local cpu0 cpu1 out rc=0
+    cpu0=$(broker_cpu)
+    # shellcheck disable=SC2086
+    out=$(timeout $((DURATION + 120)) "${load_pin[@]}" "$MIDGE" bench $args -p "$PORT" --json --no-progress \
+        2>>"$WORK/load.log") || rc=$?
+    cpu1=$(broker_cpu)
+    stop_broker
+    if [ -z "$out" ]; then
+        log "$scenario $broker $mode run $run: no result (exit $rc); see load log:"
+        tail -5 "$WORK/load.log" >&2
+        return
+    fi
+    [ "$rc" = 0 ] || log "$scenario $broker $mode run $run: exit $rc (failures counted in the result)"
+    echo "$out" >>"$WORK/results.jsonl"
+    local cpu_s
+    cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')
+    echo "$out" | jq -r --arg s "$scenario" --arg b "$broker" --arg m "$mode" --arg k "$kind" \
+        --argjson cpu "$cpu_s" '
+        def row(metric; v): [$s, $m, $b, metric, (v | tostring)] | @tsv;
+        if $k == "conn" then
+            row("connected"; .connected),
+            row("connect_rate"; .connect_rate),
+            row("rss_per_conn_B"; (.rss_per_connection_bytes // 0)),
+            row("closed_early"; .closed_early)
+        else
+            row("recv_rate"; .recv_rate),
+            row("send_rate"; .send_rate),
+            row("lost_pct"; (if .expected > 0 then 100 * .lost / .expected else 0 end)),
+            row("p50_us"; (.latency_us.p50 // 0)),
+            row("p99_us"; (.latency_us.p99 // 0)),
+            row("cpu_us_per_msg"; (if .received > 0 then 1e6 * $cpu / .received else 0 end)),
+            row("stalled"; .stalled_unacked)
+        end' >>"$RAW"
+    log "$scenario $broker $mode run $run: $(echo "$out" | jq -c '{connected, recv_rate: (.recv_rate|floor), lost, p99: .latency_us.p99, rss: .rss_per_connection_bytes, closed_early, stalled_unacked}')"
+}
+
+START=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for entry in "${SCENARIOS[@]}"; do
+    IFS='|' read -r scenario kind args <<<"$entry"
+    [[ "$scenario" =~ $ONLY ]] || continue
+    for mode in $MODES; do
+        for run in $(seq 1 "$RUNS"); do
+            # Alternate the order so neither broker always runs on a warmer machine.
+            if [ $((run % 2)) = 1 ]; then order="midge mosquitto"; else order="mosquitto midge"; fi
+            for broker in $order; do
+                run_one "$scenario" "$kind" "$args" "$broker" "$mode" "$run"
+            done
+        done
+    done
+done
+ELAPSED=$(($(date +%s) - START))
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ------------------------------------------------------------------------------
+# Median of each (scenario, mode, broker, metric), then one row per (scenario, mode, metric).
+TABLE=$(sort -t$'\t' -k1,1 -k2,2 -k4,4 -k3,3 "$RAW" | awk -F'\t' '
+    function median(arr, n,    i, j, t) {
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && arr[j-1] > arr[j]; j--) { t = arr[j]; arr[j] = arr[j-1]; arr[j-1] = t }
+        return (n % 2) ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+    }
+    function fmt(v) { return (v >= 100 || v == int(v)) ? sprintf("%.0f", v) : sprintf("%.2f", v) }
+    {
+        key = $1 SUBSEP $2 SUBSEP $4
+        if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
+        n[key, $3]++; vals[key, $3, n[key, $3]] = $5 + 0
+    }
+    END {
+        lower["p50_us"] = lower["p99_us"] = lower["rss_per_conn_B"] = lower["cpu_us_per_msg"] = lower["lost_pct"] = 1
+        for (k = 1; k <= nk; k++) {
+            key = order[k]; split(key, p, SUBSEP)
+            for (b = 1; b <= 2; b++) {
+                br = (b == 1) ? "midge" : "mosquitto"
+                m[b] = "-"
+                c = n[key, br]
+                if (c > 0) { delete a; for (i = 1; i <= c; i++) a[i] = vals[key, br, i]; m[b] = median(a, c) }
+            }
+            ratio = (m[1] != "-" && m[2] != "-" && m[2] != 0) ? sprintf("%.2f", m[1] / m[2]) : "-"
+            better = (p[3] in lower) ? " (lower is better)" : ""
+            printf "| %s | %s | %s%s | %s | %s | %s |\n", p[1], p[2], p[3], better, \
+                (m[1] == "-") ? "-" : fmt(m[1]), (m[2] == "-") ? "-" : fmt(m[2]), ratio
+        }
+    }')
+
+MARK=$([ "$QUICK" = 1 ] && echo "compare-quick" || echo "compare-full")
+SECTION="$WORK/section.md"
+{
+    echo "<!-- $MARK begin (written by bench/compare.sh; edits here are overwritten) -->"
+    if [ "$QUICK" = 1 ]; then echo "## Midge vs Mosquitto: quick smoke run (\`bench/compare.sh --quick\`)"
+    else echo "## Midge vs Mosquitto (\`bench/compare.sh\`)"; fi
+    echo
+    echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: \`nproc\` = $(nproc)," \
+         "\`lscpu\` model = \`$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)\`," \
+         "kernel $(uname -r), open files hard limit $(ulimit -Hn)."
+    echo "Versions: $("$MIDGE" --version) (commit $(cd "$ROOT" && git rev-parse --short HEAD))," \
+         "$("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//')."
+    echo "Runs: $RUNS per broker, mode and scenario, ${DURATION} s of publishing each (medians shown);" \
+         "a fresh broker per run; script time ${ELAPSED} s. Modes: \`unpinned\` (broker and load share" \
+         "both cores), \`pinned\` (broker \`taskset -c 0\`, load \`taskset -c 1\`)."
+    echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (other work on the" \
+         "machine during the run shows here; the load itself adds about 2)."
+    echo "Broker config (both): \`listener PORT 127.0.0.1\`, \`allow_anonymous true\`, warnings and errors" \
+         "logged only; Midge started with \`RUST_LOG=warn\`. Payload 64 B (its first 16 B are the stamp)."
+    echo
+    echo "Metrics: \`recv_rate\` = messages delivered to subscribers per second (from the publishers'" \
+         "start to the last message received); \`send_rate\` = PUBLISH per second written by the" \
+         "publishers; \`lost_pct\` = expected deliveries never received; \`p50_us\`/\`p99_us\` =" \
+         "end-to-end latency; \`cpu_us_per_msg\` = broker CPU time (user+system, /proc) per delivered" \
+         "message; \`rss_per_conn_B\` = broker VmRSS growth per idle connection; \`stalled\` = publications" \
+         "left unacknowledged when the broker made no progress for 10 s. After the publishers stop," \
+         "the load waits at most ${DRAIN_MAX} s for queued messages; later ones count as lost."
+    echo
+    echo "| scenario | mode | metric | Midge | Mosquitto | Midge/Mosquitto |"
+    echo "| --- | --- | --- | ---: | ---: | ---: |"
+    echo "$TABLE"
+    echo
+    echo "Load commands (\`midge bench\`, plus \`-p PORT --json --no-progress\`):"
+    echo
+    for entry in "${SCENARIOS[@]}"; do
+        IFS='|' read -r scenario kind args <<<"$entry"
+        [[ "$scenario" =~ $ONLY ]] || continue
+        args=${args//%D/$DURATION}
+        if [ "$kind" = msg ]; then args="$args --drain-max $DRAIN_MAX"; fi
+        echo "- \`$scenario\`: \`midge bench ${args//%P/BROKER_PID}\`"
+    done
+    echo "<!-- $MARK end -->"
+} >"$SECTION"
+
+cat "$SECTION"
+if [ "$WRITE" = 1 ]; then
+    RESULTS="$ROOT/bench/RESULTS.md"
+    touch "$RESULTS"
+    if grep -q "<!-- $MARK begin" "$RESULTS"; then
+        awk -v mark="$MARK" -v section="$SECTION" '
+            index($0, "<!-- " mark " begin") == 1 { while ((getline line < section) > 0) print line; skip = 1; next }
+            index($0, "<!-- " mark " end") == 1 { skip = 0; next }
+            !skip { print }' "$RESULTS" >"$WORK/results.new"
+        cat "$WORK/results.new" >"$RESULTS"
+    else
+        { echo; cat "$SECTION"; } >>"$RESULTS"
+    fi
+    log "wrote $RESULTS ($MARK section)"
+fi
