@@ -363,8 +363,8 @@ pub(crate) fn run<E: Engine>(mut core: Core<E>, rx: Receiver<Request>, durabilit
         }
     }
     if failed.is_none() {
-        if let Err(e) = core.sync() {
-            tracing::error!(store = %path.display(), "final fsync failed: {e}");
+        if let Err(e) = core.engine.close() {
+            tracing::error!(store = %path.display(), "closing the store failed: {e}");
         }
     }
 }

@@ -8,6 +8,9 @@ use crate::key::Table;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
 
+/// Journal size above which fjall flushes memtables to table files (its minimum).
+const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
+
 /// fjall with one keyspace per [`Table`].
 pub struct FjallEngine {
     db: Database,
@@ -19,6 +22,9 @@ impl FjallEngine {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<FjallEngine, EngineError> {
         let db = Database::builder(dir)
+            // The journal is replayed at start-up after a crash: keep it at fjall's
+            // minimum so that replay stays short (see docs/design/storage.md).
+            .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()
             .map_err(|e| classify(e, &opening(dir)))?;
         let mut tables = Vec::with_capacity(Table::ALL.len());
@@ -132,6 +138,12 @@ impl Engine for FjallEngine {
         self.db
             .persist(PersistMode::SyncAll)
             .map_err(|e| classify(e, "fsync of the journal"))
+    }
+
+    fn close(&self) -> Result<(), EngineError> {
+        self.sync()?;
+        // Without this the next open replays the whole journal into memory.
+        self.flush_tables()
     }
 
     fn crash_safe_without_sync(&self) -> bool {

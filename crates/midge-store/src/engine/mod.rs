@@ -70,6 +70,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes everything written so far durable on the device (fsync).
     fn sync(&self) -> Result<(), EngineError>;
 
+    /// Called once when the store closes, after the last write: make everything durable
+    /// and leave the files so that the next open is quick.
+    fn close(&self) -> Result<(), EngineError> {
+        self.sync()
+    }
+
     /// True when [`Engine::write`] alone survives a process crash (fjall hands its journal
     /// to the OS; redb's non-durable commits are lost with the process).
     fn crash_safe_without_sync(&self) -> bool;
