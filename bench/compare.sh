@@ -2,7 +2,7 @@
 # Midge against Mosquitto 2 on this machine, same `midge bench` load, same run.
 #
 # Usage: bench/compare.sh [--quick] [--runs N] [--duration SECS] [--only REGEX] [--modes "unpinned pinned"]
-#                         [--no-write]
+#                         [--midge BIN] [--no-write]
 #
 # For each scenario, mode (unpinned: both cores for everyone; pinned: broker on CPU 0 with
 # `taskset -c 0`, load on CPU 1) and run, a fresh broker is started on a free loopback port
@@ -11,7 +11,8 @@
 # Midge/Mosquitto ratios are written to bench/RESULTS.md between this script's markers
 # (other sections of the file are left alone). Every load is bounded in count and time.
 #
-# --quick: one run of 2 s per scenario, 10,000 idle connections only (about 2-3 minutes).
+# --quick: one run of 2 s per scenario, 10,000 idle connections only (about 3 minutes).
+# --midge BIN: use this midge binary (broker and load) instead of building the work tree.
 set -euo pipefail
 set -f  # scenario arguments hold `#` and `%i`, never globs
 
@@ -21,6 +22,7 @@ DURATION=8
 QUICK=0
 WRITE=1
 ONLY=.
+MIDGE=""
 MODES="unpinned pinned"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,8 +31,9 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --modes) MODES=$2; shift ;;
+        --midge) MIDGE=$(realpath "$2"); shift ;;
         --no-write) WRITE=0 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -61,9 +64,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
-log "building midge (release)"
-(cd "$ROOT" && cargo build --release -q -p midge --bin midge)
-MIDGE="$ROOT/target/release/midge"
+if [ -z "$MIDGE" ]; then
+    log "building midge (release)"
+    (cd "$ROOT" && cargo build --release -q -p midge --bin midge)
+    MIDGE="$ROOT/target/release/midge"
+fi
+# The commit the binary was built from: a snapshot directory may say it in COMMIT.
+MIDGE_COMMIT=$(cat "$(dirname "$MIDGE")/../../COMMIT" 2>/dev/null || (cd "$ROOT" && git rev-parse --short HEAD))
 
 # Brokers and load get the hard open-files limit (20,000 here) as their soft one.
 ulimit -n "$(ulimit -Hn)"
@@ -255,7 +262,7 @@ SECTION="$WORK/section.md"
     echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Machine: \`nproc\` = $(nproc)," \
          "\`lscpu\` model = \`$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)\`," \
          "kernel $(uname -r), open files hard limit $(ulimit -Hn)."
-    echo "Versions: $("$MIDGE" --version) (commit $(cd "$ROOT" && git rev-parse --short HEAD))," \
+    echo "Versions: $("$MIDGE" --version) (commit $MIDGE_COMMIT)," \
          "$("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/ is an MQTT.*//')."
     echo "Runs: $RUNS per broker, mode and scenario, ${DURATION} s of publishing each (medians shown);" \
          "a fresh broker per run; script time ${ELAPSED} s. Modes: \`unpinned\` (broker and load share" \
