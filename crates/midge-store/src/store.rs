@@ -117,6 +117,14 @@ impl<E: Engine> Store<E> {
         let (tx, rx) = std::sync::mpsc::channel();
         let core = Core::new(engine.clone(), path.clone(), refs);
         let durability = options.durability;
+        if durability != Durability::Always && !engine.crash_safe_without_sync() {
+            tracing::warn!(
+                store = %path.display(),
+                engine = engine.name(),
+                "this engine keeps unsynced commits in memory: with {durability:?} a process \
+                 crash loses acknowledged messages; use Durability::Always"
+            );
+        }
         let writer = std::thread::Builder::new()
             .name("midge-store-writer".into())
             .spawn(move || writer::run(core, rx, durability))
@@ -260,6 +268,9 @@ impl<E: Engine> SessionStore for Store<E> {
                 bad.is_none()
             })
             .map_err(|e| StoreError::engine(&self.path, e))?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let mut entries: Vec<(u64, QueueEntry)> = Vec::new();
         let start = key::client_seq(client, from_seq);
         self.engine
