@@ -13,12 +13,15 @@ use std::sync::Arc;
 
 const CLIENTS: [&str; 3] = ["a", "b", "c"];
 
+/// A queue entry in the model: message id, payload, stage if in flight.
+type Entry = (u64, Vec<u8>, Option<Stage>);
+
 /// What the store should hold.
 #[derive(Default)]
 struct Model {
     sessions: BTreeSet<String>,
     /// (client, seq) -> (message id, payload, stage if in flight)
-    queue: BTreeMap<(String, u64), (u64, Vec<u8>, Option<Stage>)>,
+    queue: BTreeMap<(String, u64), Entry>,
     inbound: BTreeSet<(String, u16)>,
     next_seq: BTreeMap<String, u64>,
 }
