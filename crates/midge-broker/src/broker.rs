@@ -7,6 +7,7 @@ use crate::retained::RetainedTree;
 use crate::router::{RouteScratch, Router, SubKey};
 use crate::session::{SessionCell, Sessions};
 use crate::sys::Stats;
+use crate::tls::TlsListener;
 use midge_proto::{topic, ByteStr, Properties, QoS};
 use parking_lot::RwLock;
 use std::net::SocketAddr;
@@ -21,6 +22,12 @@ use tokio::time::Instant;
 pub enum StartError {
     #[error(transparent)]
     Security(#[from] AuthFileError),
+    #[error("listener {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -313,6 +320,7 @@ pub struct Broker {
     inner: Arc<BrokerInner>,
     local_addrs: Vec<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
+    tls_listeners: Vec<(SocketAddr, Arc<TlsListener>)>,
 }
 
 impl Broker {
@@ -324,7 +332,19 @@ impl Broker {
         let security = Security::load(&config)?;
         let inner = Arc::new(BrokerInner::new(config, security, shutdown_rx));
         let mut bound = Vec::new();
+        let mut tls_listeners = Vec::new();
         for l in &listeners {
+            let tls = match &l.tls {
+                Some(settings) => {
+                    let t =
+                        TlsListener::new(settings.clone()).map_err(|source| StartError::Tls {
+                            addr: l.bind,
+                            source,
+                        })?;
+                    Some(Arc::new(t))
+                }
+                None => None,
+            };
             let socket = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
                 addr: l.bind,
                 source,
@@ -333,13 +353,19 @@ impl Broker {
                 addr: l.bind,
                 source,
             })?;
-            bound.push((socket, addr, l.clone()));
+            if let Some(t) = &tls {
+                tls_listeners.push((addr, t.clone()));
+            }
+            bound.push((socket, addr, l.clone(), tls));
         }
         let mut local_addrs = Vec::new();
-        for (socket, addr, l) in bound {
-            tracing::info!("listening on {addr}");
+        for (socket, addr, l, tls) in bound {
+            tracing::info!(
+                "listening on {addr}{}",
+                if tls.is_some() { " (TLS)" } else { "" }
+            );
             local_addrs.push(addr);
-            tokio::spawn(crate::listener::accept_loop(inner.clone(), socket, l));
+            tokio::spawn(crate::listener::accept_loop(inner.clone(), socket, l, tls));
         }
         if !sys_interval.is_zero() {
             tokio::spawn(crate::sys::run(Arc::downgrade(&inner), sys_interval));
@@ -348,6 +374,7 @@ impl Broker {
             inner,
             local_addrs,
             shutdown_tx,
+            tls_listeners,
         })
     }
 
@@ -360,9 +387,19 @@ impl Broker {
         &self.inner
     }
 
-    /// Reloads the password and ACL files (SIGHUP); on error the old rules stay.
+    /// Reloads the password and ACL files and the TLS certificates (SIGHUP); a file that
+    /// fails to load keeps the old one in force and the error is logged. Established
+    /// connections are not dropped.
     pub fn reload_security(&self) {
         self.inner.security.reload();
+        for (addr, t) in &self.tls_listeners {
+            match t.reload() {
+                Ok(()) => tracing::info!("reloaded TLS certificates of {addr}"),
+                Err(e) => tracing::error!(
+                    "TLS certificates of {addr} not reloaded, keeping the old ones: {e}"
+                ),
+            }
+        }
     }
 
     /// Stops accepting, tells every client (5.0: DISCONNECT 0x8B) and waits up to

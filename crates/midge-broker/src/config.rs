@@ -23,9 +23,53 @@ pub struct ListenerConfig {
     /// rule: false unless the file allows it, except in local only mode (no listener
     /// configured), where it is true.
     pub allow_anonymous: bool,
+    /// TLS on this listener (Mosquitto's `certfile`, `keyfile`, `cafile`, ...); `None` for
+    /// plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
-/// The broker's settings.
+impl ListenerConfig {
+    /// A plain TCP listener with no connection limit.
+    pub fn tcp(bind: SocketAddr, allow_anonymous: bool) -> Self {
+        ListenerConfig {
+            bind,
+            max_connections: None,
+            allow_anonymous,
+            tls: None,
+        }
+    }
+}
+
+/// Lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (the default).
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// A TLS listener's files and client-certificate policy, as Mosquitto names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain of the server (`certfile`).
+    pub certfile: std::path::PathBuf,
+    /// PEM private key of the server (`keyfile`).
+    pub keyfile: std::path::PathBuf,
+    /// PEM file of CA certificates that client certificates are checked against (`cafile`).
+    pub cafile: Option<std::path::PathBuf>,
+    /// Directory of PEM CA certificates (`capath`), read as `*.pem` and `*.crt`.
+    pub capath: Option<std::path::PathBuf>,
+    /// Clients must present a certificate signed by the CA (`require_certificate`);
+    /// otherwise one is optional, and checked when given.
+    pub require_certificate: bool,
+    /// The client certificate's Common Name becomes the username, and the password file
+    /// is not consulted (`use_identity_as_username`).
+    pub use_identity_as_username: bool,
+    /// Lowest TLS version accepted (`tls_version tlsv1.2` or `tlsv1.3`).
+    pub min_version: TlsVersion,
+}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Sockets to listen on. The default (and what a file without any listener gives) is
@@ -91,11 +135,13 @@ impl Default for Config {
                     bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
                     max_connections: None,
                     allow_anonymous: true,
+                    tls: None,
                 },
                 ListenerConfig {
                     bind: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1883)),
                     max_connections: None,
                     allow_anonymous: true,
+                    tls: None,
                 },
             ],
             max_keepalive: 65535,

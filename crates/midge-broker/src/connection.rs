@@ -7,6 +7,7 @@
 //! per system call.
 
 use crate::broker::BrokerInner;
+use crate::listener::ClientTransport;
 use crate::message::Message;
 use crate::router::{DeliveryTarget, RouteScratch};
 use crate::session::{Control, SessionCell};
@@ -70,6 +71,8 @@ pub(crate) struct Conn {
     pub version: ProtocolVersion,
     pub client_id: ByteStr,
     pub username: Option<ByteStr>,
+    /// The TLS client certificate's name when the listener uses it as the username.
+    pub identity: Option<Option<ByteStr>>,
     pub session: Option<Arc<SessionCell>>,
     pub keep_alive: Duration,
     /// The client's Receive Maximum (5.0), else 65535.
@@ -103,6 +106,7 @@ impl Conn {
             version: ProtocolVersion::V311,
             client_id: ByteStr::new(),
             username: None,
+            identity: None,
             session: None,
             keep_alive: Duration::ZERO,
             client_receive_max: u16::MAX,
@@ -186,17 +190,17 @@ impl Conn {
 }
 
 /// Serves one connection until it closes.
-pub async fn run<R, W>(
+pub(crate) async fn run<R, W>(
     broker: Arc<BrokerInner>,
     mut reader: R,
     mut writer: W,
-    peer: SocketAddr,
-    allow_anonymous: bool,
+    client: ClientTransport,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut conn = Conn::new(broker.clone(), peer, allow_anonymous);
+    let mut conn = Conn::new(broker.clone(), client.peer, client.allow_anonymous);
+    conn.identity = client.identity;
     let mut rbuf = BytesMut::new();
     let close = match read_connect(&mut conn, &mut reader, &mut rbuf).await {
         Ok(connect) => match conn.handle_connect(connect).await {

@@ -12,6 +12,7 @@ pub mod retained;
 pub mod router;
 pub mod session;
 pub mod sys;
+pub mod tls;
 
 pub use broker::{Broker, BrokerInner, StartError};
-pub use config::{Config, ListenerConfig};
+pub use config::{Config, ListenerConfig, TlsSettings, TlsVersion};

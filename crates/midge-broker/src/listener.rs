@@ -2,6 +2,7 @@
 
 use crate::broker::BrokerInner;
 use crate::config::ListenerConfig;
+use crate::tls::TlsListener;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until shutdown, each served by its own task.
-pub async fn accept_loop(broker: Arc<BrokerInner>, listener: TcpListener, config: ListenerConfig) {
+pub async fn accept_loop(
+    broker: Arc<BrokerInner>,
+    listener: TcpListener,
+    config: ListenerConfig,
+    tls: Option<Arc<TlsListener>>,
+) {
     let per_listener = Arc::new(AtomicUsize::new(0));
     let mut shutdown = broker.shutdown.clone();
     loop {
@@ -54,8 +60,12 @@ pub async fn accept_loop(broker: Arc<BrokerInner>, listener: TcpListener, config
         let broker = broker.clone();
         let per_listener = per_listener.clone();
         let allow_anonymous = config.allow_anonymous;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_tcp(&broker, stream, peer, allow_anonymous).await;
+            match tls {
+                None => serve_tcp(&broker, stream, peer, allow_anonymous).await,
+                Some(tls) => serve_tls(&broker, stream, peer, allow_anonymous, &tls).await,
+            }
             per_listener.fetch_sub(1, Ordering::AcqRel);
             broker.remove_connection();
         });
@@ -69,5 +79,59 @@ async fn serve_tcp(
     allow_anonymous: bool,
 ) {
     let (reader, writer) = stream.into_split();
-    crate::connection::run(broker.clone(), reader, writer, peer, allow_anonymous).await;
+    let client = ClientTransport {
+        peer,
+        allow_anonymous,
+        identity: None,
+    };
+    crate::connection::run(broker.clone(), reader, writer, client).await;
+}
+
+/// TLS handshake (bounded by the CONNECT timeout), then the MQTT connection over it.
+async fn serve_tls(
+    broker: &Arc<BrokerInner>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    allow_anonymous: bool,
+    tls: &TlsListener,
+) {
+    let acceptor = tls.acceptor();
+    let handshake =
+        tokio::time::timeout(broker.config.connect_timeout, acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = tls.settings.use_identity_as_username.then(|| {
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(crate::tls::certificate_common_name)
+            .map(midge_proto::ByteStr::from)
+    });
+    let client = ClientTransport {
+        peer,
+        allow_anonymous,
+        identity,
+    };
+    let (reader, writer) = tokio::io::split(stream);
+    crate::connection::run(broker.clone(), reader, writer, client).await;
+}
+
+/// What the transport tells the connection about its client.
+pub(crate) struct ClientTransport {
+    pub peer: SocketAddr,
+    pub allow_anonymous: bool,
+    /// With `use_identity_as_username`: `Some(cn)` from the client certificate (`Some(None)`
+    /// when the client sent none); the CONNECT username and password are then not used.
+    pub identity: Option<Option<midge_proto::ByteStr>>,
 }

@@ -70,11 +70,13 @@ fn loopback_listeners(port: u16, allow_anonymous: bool) -> [ListenerConfig; 2] {
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             max_connections: None,
             allow_anonymous,
+            tls: None,
         },
         ListenerConfig {
             bind: SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
             max_connections: None,
             allow_anonymous,
+            tls: None,
         },
     ]
 }

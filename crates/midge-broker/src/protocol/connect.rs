@@ -332,6 +332,17 @@ impl Conn {
     /// threads: hashing is slow by design) and `allow_anonymous`. Wrong credentials get
     /// 0x86 (5.0) or "not authorised" (3.1.1, as Mosquitto answers).
     async fn authenticate(&mut self, c: &Connect) -> Result<(), Close> {
+        // use_identity_as_username: the certificate names the client; no password check.
+        if let Some(identity) = self.identity.clone() {
+            self.username = identity;
+            return match (&self.username, self.allow_anonymous) {
+                (Some(_), _) | (None, true) => Ok(()),
+                (None, false) => Err(self.refuse(
+                    ReasonCode::NOT_AUTHORIZED,
+                    "no client certificate to take the username from",
+                )),
+            };
+        }
         self.username = c.username.clone();
         let result = match self.broker.security.authenticator() {
             Some(auth) => {

@@ -47,6 +47,7 @@ impl TestBroker {
                 bind: "127.0.0.1:0".parse().expect("address"),
                 max_connections: None,
                 allow_anonymous: true,
+                tls: None,
             }],
             sys_interval: Duration::ZERO,
             ..Config::default()

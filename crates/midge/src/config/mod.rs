@@ -309,6 +309,7 @@ fn local_only_listeners(
         bind,
         max_connections,
         allow_anonymous,
+        tls: None,
     })
     .collect()
 }
@@ -319,5 +320,17 @@ fn connection_limit(n: i64) -> Option<usize> {
         None
     } else {
         usize::try_from(n).ok()
+    }
+}
+
+/// Mosquitto's `tls_version` values Midge can honour (rustls offers TLS 1.2 and 1.3).
+pub(crate) fn tls_version(value: &str) -> Result<midge_broker::TlsVersion, String> {
+    match value {
+        "tlsv1.2" => Ok(midge_broker::TlsVersion::Tls12),
+        "tlsv1.3" => Ok(midge_broker::TlsVersion::Tls13),
+        "tlsv1.1" | "tlsv1" => Err(format!(
+            "'{value}' is not supported: Midge accepts TLS 1.2 and 1.3 only"
+        )),
+        other => Err(format!("expected tlsv1.2 or tlsv1.3, got '{other}'")),
     }
 }

@@ -42,6 +42,13 @@ struct ListenerDef {
     domain: Domain,
     max_connections: Option<usize>,
     allow_anonymous: Option<bool>,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    cafile: Option<PathBuf>,
+    capath: Option<PathBuf>,
+    require_certificate: Option<bool>,
+    use_identity_as_username: Option<bool>,
+    tls_version: Option<midge_broker::TlsVersion>,
 }
 
 /// A per-listener Mosquitto option that Midge applies to the whole broker.
@@ -183,6 +190,41 @@ impl Parser {
             "socket_domain" => self.socket_domain(rest, at),
             "protocol" => self.protocol(rest, at),
             "max_connections" => self.max_connections(rest, at),
+            "certfile" | "keyfile" | "cafile" | "capath" => {
+                if let Some(v) = self.single(key, rest, at) {
+                    self.note_scope(key, at);
+                    let path = Some(PathBuf::from(v));
+                    let def = self.current();
+                    match key {
+                        "certfile" => def.certfile = path,
+                        "keyfile" => def.keyfile = path,
+                        "cafile" => def.cafile = path,
+                        _ => def.capath = path,
+                    }
+                }
+            }
+            "require_certificate" | "use_identity_as_username" => {
+                if let Some(v) = self.boolean(key, rest, at) {
+                    self.note_scope(key, at);
+                    let def = self.current();
+                    if key == "require_certificate" {
+                        def.require_certificate = Some(v);
+                    } else {
+                        def.use_identity_as_username = Some(v);
+                    }
+                }
+            }
+            "tls_version" => {
+                if let Some(v) = self.single(key, rest, at) {
+                    match super::tls_version(v) {
+                        Ok(version) => {
+                            self.note_scope(key, at);
+                            self.current().tls_version = Some(version);
+                        }
+                        Err(message) => self.report.error(at, key, message),
+                    }
+                }
+            }
             "allow_anonymous" => self.allow_anonymous(rest, at),
             "allow_zero_length_clientid" => {
                 self.security_seen = true;
@@ -628,6 +670,13 @@ impl Parser {
             } else {
                 self.global_allow_anonymous
             };
+            let tls = match listener_tls(&def) {
+                Ok(tls) => tls,
+                Err(message) => {
+                    self.report.error(&at, "listener", message);
+                    continue;
+                }
+            };
             for bind in addrs {
                 if let Some((_, first)) = out.iter().find(|(l, _)| l.bind == bind) {
                     let message = format!("{bind} is already bound by the listener at {first}");
@@ -639,6 +688,7 @@ impl Parser {
                     max_connections: def.max_connections,
                     // Mosquitto 2: anonymous access is off unless allowed explicitly.
                     allow_anonymous: allow_anonymous.unwrap_or(false),
+                    tls: tls.clone(),
                 };
                 out.push((listener, at.clone()));
             }
@@ -781,4 +831,33 @@ pub(super) fn mosquitto_order(a: &str, b: &str) -> Ordering {
     let key =
         |s: &str| -> Vec<(u8, u8)> { s.bytes().map(|c| (c.to_ascii_uppercase(), c)).collect() };
     key(a).cmp(&key(b))
+}
+
+/// A listener's TLS settings: `certfile` and `keyfile` turn TLS on; the other TLS options
+/// need them (Mosquitto refuses such a listener too).
+fn listener_tls(def: &ListenerDef) -> Result<Option<midge_broker::TlsSettings>, String> {
+    match (&def.certfile, &def.keyfile) {
+        (Some(cert), Some(key)) => Ok(Some(midge_broker::TlsSettings {
+            certfile: cert.clone(),
+            keyfile: key.clone(),
+            cafile: def.cafile.clone(),
+            capath: def.capath.clone(),
+            require_certificate: def.require_certificate.unwrap_or(false),
+            use_identity_as_username: def.use_identity_as_username.unwrap_or(false),
+            min_version: def.tls_version.unwrap_or_default(),
+        })),
+        (None, None) => {
+            let tls_only = def.cafile.is_some()
+                || def.capath.is_some()
+                || def.require_certificate == Some(true)
+                || def.use_identity_as_username == Some(true)
+                || def.tls_version.is_some();
+            if tls_only {
+                Err("TLS options (cafile, capath, require_certificate, use_identity_as_username, tls_version) need certfile and keyfile".into())
+            } else {
+                Ok(None)
+            }
+        }
+        _ => Err("certfile and keyfile go together".into()),
+    }
 }

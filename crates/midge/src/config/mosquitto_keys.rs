@@ -13,6 +13,13 @@ pub(super) const SUPPORTED: &[&str] = &[
     "acl_file",
     "auto_id_prefix",
     "bind_address",
+    "cafile",
+    "capath",
+    "certfile",
+    "keyfile",
+    "require_certificate",
+    "tls_version",
+    "use_identity_as_username",
     "include_dir",
     "listener",
     "max_connections",
@@ -102,22 +109,16 @@ pub(super) fn classify(key: &str) -> Option<Unsupported> {
         "bind_interface" => {
             Error("not supported yet; ignoring it would listen on more interfaces than configured")
         }
-        "cafile"
-        | "capath"
-        | "certfile"
-        | "keyfile"
-        | "ciphers"
-        | "ciphers_tls1.3"
-        | "crlfile"
+        "ciphers" | "ciphers_tls1.3" => Warn(
+            "OpenSSL cipher lists do not apply to rustls, which offers only modern AEAD suites",
+        ),
+        "crlfile"
         | "dhparamfile"
         | "tls_engine"
         | "tls_engine_kpass_sha1"
         | "tls_keyform"
-        | "tls_version"
         | "psk_hint" => Error(TLS),
-        "require_certificate" | "use_identity_as_username" | "use_subject_as_username" => {
-            ErrorUnless("false", TLS)
-        }
+        "use_subject_as_username" => ErrorUnless("false", TLS),
         "use_username_as_clientid" => ErrorUnless(
             "false",
             "not supported yet; ignoring it would let a client take over another user's client ID",

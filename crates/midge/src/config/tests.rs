@@ -48,6 +48,7 @@ fn local_only(anonymous: bool) -> Vec<ListenerConfig> {
             bind: addr(a),
             max_connections: None,
             allow_anonymous: anonymous,
+            tls: None,
         })
         .collect()
 }
@@ -164,17 +165,20 @@ allow_anonymous = true
             ListenerConfig {
                 bind: addr("0.0.0.0:1883"),
                 max_connections: None,
-                allow_anonymous: false
+                allow_anonymous: false,
+                tls: None,
             },
             ListenerConfig {
                 bind: addr("[::]:1883"),
                 max_connections: None,
-                allow_anonymous: false
+                allow_anonymous: false,
+                tls: None,
             },
             ListenerConfig {
                 bind: addr("127.0.0.1:8883"),
                 max_connections: Some(50),
-                allow_anonymous: true
+                allow_anonymous: true,
+                tls: None,
             },
         ]
     );
@@ -403,7 +407,8 @@ fn mosquitto_local_only_takes_default_listener_options() {
         vec![ListenerConfig {
             bind: addr("127.0.0.1:1883"),
             max_connections: Some(10),
-            allow_anonymous: true
+            allow_anonymous: true,
+            tls: None,
         }]
     );
 }
@@ -423,7 +428,8 @@ fn mosquitto_port_and_bind_address_make_the_default_listener() {
         vec![ListenerConfig {
             bind: addr("127.0.0.1:1884"),
             max_connections: Some(5),
-            allow_anonymous: false
+            allow_anonymous: false,
+            tls: None,
         }]
     );
 }
@@ -684,20 +690,60 @@ fn mosquitto_logging_and_tuning_keys_are_warnings() {
 }
 
 #[test]
+fn tls_listeners_in_both_syntaxes() {
+    let text = "listener 8883 127.0.0.1\ncertfile /c.pem\nkeyfile /k.pem\ncafile /ca.pem\nrequire_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\nallow_anonymous true\n";
+    let loaded = ok(conf(text));
+    let tls = loaded.config.listeners[0]
+        .tls
+        .clone()
+        .expect("TLS listener");
+    assert_eq!(tls.certfile, Path::new("/c.pem"));
+    assert_eq!(tls.keyfile, Path::new("/k.pem"));
+    assert_eq!(tls.cafile.as_deref(), Some(Path::new("/ca.pem")));
+    assert!(tls.require_certificate && tls.use_identity_as_username);
+    assert_eq!(tls.min_version, midge_broker::TlsVersion::Tls13);
+    let loaded = ok(parse_str(
+        Path::new("midge.toml"),
+        "[[listener]]\nport = 8883\nbind_address = \"127.0.0.1\"\ncertfile = \"/c.pem\"\nkeyfile = \"/k.pem\"\n",
+    ));
+    let tls = loaded.config.listeners[0]
+        .tls
+        .clone()
+        .expect("TLS listener");
+    assert_eq!(tls.min_version, midge_broker::TlsVersion::Tls12);
+    assert!(!tls.require_certificate);
+    // A certificate without its key is an error, naming the listener's line.
+    let errs = errors(conf("listener 8883\ncertfile /c.pem\n"));
+    assert_eq!(
+        errs,
+        vec!["midge.conf:1: listener: certfile and keyfile go together".to_string()]
+    );
+    // TLS options without a certificate are an error at the listener.
+    let errs = errors(conf("listener 8883\ncafile /ca.pem\n"));
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("midge.conf:1: listener: TLS options"),
+        "{errs:?}"
+    );
+    // `ciphers` is a warning: rustls has only modern suites.
+    let loaded = ok(conf(
+        "listener 8883\ncertfile /c.pem\nkeyfile /k.pem\nciphers ALL\n",
+    ));
+    assert!(
+        loaded.warnings[0].contains("ciphers: ignored"),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
 fn mosquitto_security_and_durability_keys_are_errors() {
     let keys = [
         "psk_file /etc/mosquitto/psk",
         "psk_hint hint",
-        "cafile /ca.pem",
-        "capath /certs",
-        "certfile /cert.pem",
-        "keyfile /key.pem",
-        "require_certificate true",
-        "use_identity_as_username true",
         "use_subject_as_username true",
         "use_username_as_clientid true",
-        "tls_version tlsv1.2",
-        "ciphers ALL",
+        "tls_version tlsv1.1",
         "persistence true",
         "plugin /usr/lib/dynsec.so",
         "plugin_opt_config_file /x.json",

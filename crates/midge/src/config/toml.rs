@@ -48,6 +48,13 @@ struct Listener {
     bind_address: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     allow_anonymous: Option<bool>,
+    certfile: Option<String>,
+    keyfile: Option<String>,
+    cafile: Option<String>,
+    capath: Option<String>,
+    require_certificate: Option<bool>,
+    use_identity_as_username: Option<bool>,
+    tls_version: Option<Spanned<String>>,
 }
 
 /// Largest PUBLISH payload MQTT can carry.
@@ -230,6 +237,51 @@ impl Reader<'_> {
         }
     }
 
+    /// The TLS settings of a `[[listener]]`: `certfile` and `keyfile` turn TLS on; the
+    /// other TLS keys need them.
+    fn tls(&mut self, table: &Listener) -> Option<midge_broker::TlsSettings> {
+        let at = self.at(table.port.span().start);
+        let min_version = match &table.tls_version {
+            None => midge_broker::TlsVersion::Tls12,
+            Some(v) => match super::tls_version(v.get_ref()) {
+                Ok(v) => v,
+                Err(message) => {
+                    let at = self.at(v.span().start);
+                    self.report.error(&at, "listener.tls_version", message);
+                    midge_broker::TlsVersion::Tls12
+                }
+            },
+        };
+        match (&table.certfile, &table.keyfile) {
+            (Some(cert), Some(key)) => Some(midge_broker::TlsSettings {
+                certfile: PathBuf::from(cert),
+                keyfile: PathBuf::from(key),
+                cafile: table.cafile.as_ref().map(PathBuf::from),
+                capath: table.capath.as_ref().map(PathBuf::from),
+                require_certificate: table.require_certificate.unwrap_or(false),
+                use_identity_as_username: table.use_identity_as_username.unwrap_or(false),
+                min_version,
+            }),
+            (None, None) => {
+                let tls_only = table.cafile.is_some()
+                    || table.capath.is_some()
+                    || table.require_certificate == Some(true)
+                    || table.use_identity_as_username == Some(true)
+                    || table.tls_version.is_some();
+                if tls_only {
+                    self.report
+                        .error(&at, "listener", "TLS options need certfile and keyfile");
+                }
+                None
+            }
+            _ => {
+                self.report
+                    .error(&at, "listener", "certfile and keyfile go together");
+                None
+            }
+        }
+    }
+
     fn listeners(&mut self, tables: &[Listener]) -> Vec<midge_broker::ListenerConfig> {
         if tables.is_empty() {
             // Mosquitto 2's local only mode: no listener configured, loopback only.
@@ -244,6 +296,7 @@ impl Reader<'_> {
                 Some(v) => self.limit(v, "listener.max_connections"),
                 None => None,
             };
+            let tls = self.tls(table);
             let host = table.bind_address.as_ref();
             let addrs = match bind_addresses(
                 host.map(|h| h.get_ref().as_str()),
@@ -271,6 +324,7 @@ impl Reader<'_> {
                     bind,
                     max_connections,
                     allow_anonymous: table.allow_anonymous.unwrap_or(false),
+                    tls: tls.clone(),
                 });
             }
         }

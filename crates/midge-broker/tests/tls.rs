@@ -1,0 +1,417 @@
+//! TLS listeners: MQTT over TLS 1.2/1.3, optional and required client certificates,
+//! `use_identity_as_username`, certificate reload without dropping connections, and
+//! Mosquitto's `mosquitto_pub`/`mosquitto_sub` talking to Midge over TLS.
+//!
+//! Certificates are generated at test time with rcgen; nothing is checked in.
+
+use bytes::BytesMut;
+use midge_broker::{Broker, Config, ListenerConfig, TlsSettings, TlsVersion};
+use midge_proto::{
+    decode, encode, ByteStr, Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("midge-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Dir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test PKI: a CA, a server certificate for localhost/127.0.0.1 and client certificates.
+struct Pki {
+    ca_pem: String,
+    ca_params: CertificateParams,
+    ca_key: KeyPair,
+}
+
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, name);
+        let ca = ca_params.self_signed(&ca_key).expect("CA");
+        Pki {
+            ca_pem: ca.pem(),
+            ca_params,
+            ca_key,
+        }
+    }
+
+    fn leaf(&self, common_name: &str, sans: &[&str]) -> Leaf {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);
+        let cert = params.signed_by(&key, &issuer).expect("signed");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+}
+
+/// Writes CA, server cert and key; returns TLS settings for them.
+fn server_files(dir: &Dir, pki: &Pki) -> TlsSettings {
+    let server = pki.leaf("localhost", &["localhost", "127.0.0.1"]);
+    write(&dir.path("ca.pem"), &pki.ca_pem);
+    write(&dir.path("server.pem"), &server.cert_pem);
+    write(&dir.path("server.key"), &server.key_pem);
+    TlsSettings {
+        certfile: dir.path("server.pem"),
+        keyfile: dir.path("server.key"),
+        cafile: Some(dir.path("ca.pem")),
+        capath: None,
+        require_certificate: false,
+        use_identity_as_username: false,
+        min_version: TlsVersion::Tls12,
+    }
+}
+
+async fn start(tls: TlsSettings, tweak: impl FnOnce(&mut Config)) -> Broker {
+    let mut listener = ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"), true);
+    listener.tls = Some(tls);
+    let mut config = Config {
+        listeners: vec![listener],
+        sys_interval: Duration::ZERO,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    Broker::start(config).await.expect("broker starts")
+}
+
+fn connector(ca_pem: &str, client: Option<&Leaf>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(leaf) => {
+            let certs: Vec<CertificateDer<'static>> =
+                rustls_pki_types::pem::PemObject::pem_slice_iter(leaf.cert_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .expect("cert");
+            let key = <PrivateKeyDer<'static> as rustls_pki_types::pem::PemObject>::from_pem_slice(
+                leaf.key_pem.as_bytes(),
+            )
+            .expect("key");
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A minimal MQTT 5 client over TLS.
+struct TlsClient {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    buf: BytesMut,
+}
+
+impl TlsClient {
+    async fn open(
+        addr: std::net::SocketAddr,
+        connector: &TlsConnector,
+    ) -> std::io::Result<TlsClient> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost").expect("name");
+        let stream = connector.connect(name, tcp).await?;
+        Ok(TlsClient {
+            stream,
+            buf: BytesMut::new(),
+        })
+    }
+
+    async fn send(&mut self, p: &Packet) {
+        let mut out = BytesMut::new();
+        encode(p, V5, &mut out);
+        self.stream.write_all(&out).await.expect("write");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// The next packet, or `None` when the connection closed.
+    async fn recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) = decode(&mut self.buf, V5, 1 << 20).expect("valid packet") {
+                return Some(p);
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("no answer within 5 s")
+                    .ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn connect(&mut self, client_id: &str, username: Option<&str>) -> ReasonCode {
+        let connect = Connect {
+            protocol: V5,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: ByteStr::from(client_id),
+            will: None,
+            username: username.map(ByteStr::from),
+            password: None,
+            properties: Default::default(),
+        };
+        self.send(&Packet::Connect(Box::new(connect))).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(a)) => a.reason_code,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        let sub = midge_proto::Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteStr::from(filter), Default::default())],
+            properties: Default::default(),
+        };
+        self.send(&Packet::Subscribe(sub)).await;
+        assert!(matches!(self.recv().await, Some(Packet::SubAck(_))));
+    }
+
+    async fn publish(&mut self, topic: &str, payload: &str) {
+        let p = Publish {
+            topic: ByteStr::from(topic),
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            qos: QoS::AtMostOnce,
+            ..Default::default()
+        };
+        self.send(&Packet::Publish(p)).await;
+    }
+
+    async fn ping(&mut self) -> bool {
+        self.send(&Packet::PingReq).await;
+        matches!(self.recv().await, Some(Packet::PingResp))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_round_trip() {
+    let dir = Dir::new("roundtrip");
+    let pki = Pki::new("Midge Test CA");
+    let broker = start(server_files(&dir, &pki), |_| {}).await;
+    let addr = broker.local_addrs()[0];
+    let conn = connector(&pki.ca_pem, None);
+    let mut sub = TlsClient::open(addr, &conn).await.expect("TLS handshake");
+    assert_eq!(sub.connect("tls-sub", None).await, ReasonCode::SUCCESS);
+    sub.subscribe("secure/#").await;
+    let mut publ = TlsClient::open(addr, &conn).await.expect("TLS handshake");
+    assert_eq!(publ.connect("tls-pub", None).await, ReasonCode::SUCCESS);
+    publ.publish("secure/a", "over tls").await;
+    match sub.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"over tls"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    // A client that does not trust this CA cannot connect.
+    let other = Pki::new("Someone Else");
+    assert!(TlsClient::open(addr, &connector(&other.ca_pem, None))
+        .await
+        .is_err());
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificate_and_identity_as_username() {
+    let dir = Dir::new("identity");
+    let pki = Pki::new("Midge Test CA");
+    let mut tls = server_files(&dir, &pki);
+    tls.require_certificate = true;
+    tls.use_identity_as_username = true;
+    write(
+        &dir.path("acl"),
+        "user sensor-7\ntopic readwrite sensors/7/#\n",
+    );
+    let acl = dir.path("acl");
+    let broker = start(tls, |c| {
+        c.acl_file = Some(acl);
+        if let Some(l) = c.listeners.first_mut() {
+            l.allow_anonymous = false;
+        }
+    })
+    .await;
+    let addr = broker.local_addrs()[0];
+
+    // No client certificate: the handshake (or the first read) fails.
+    let anonymous = TlsClient::open(addr, &connector(&pki.ca_pem, None)).await;
+    if let Ok(mut c) = anonymous {
+        // TLS 1.3 reports the refusal only on the first read.
+        c.send(&Packet::PingReq).await;
+        assert!(
+            c.recv_or_error().await.is_none(),
+            "a client without a certificate was served"
+        );
+    }
+
+    // With a certificate for CN=sensor-7 the username is "sensor-7", whatever CONNECT says.
+    let leaf = pki.leaf("sensor-7", &[]);
+    let mut c = TlsClient::open(addr, &connector(&pki.ca_pem, Some(&leaf)))
+        .await
+        .expect("handshake with a client certificate");
+    assert_eq!(c.connect("dev-7", Some("admin")).await, ReasonCode::SUCCESS);
+    c.subscribe("sensors/7/#").await;
+    c.publish("sensors/7/temp", "21.5").await;
+    match c.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(&*p.topic, "sensors/7/temp"),
+        other => panic!("the ACL of user sensor-7 should allow this: {other:?}"),
+    }
+    // Not allowed to other sensors' topics: nothing arrives (a PINGRESP proves the order).
+    c.subscribe("sensors/8/#").await;
+    c.publish("sensors/8/temp", "x").await;
+    assert!(
+        c.ping().await,
+        "only PINGRESP expected, the publish must be dropped"
+    );
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+impl TlsClient {
+    /// The next packet, `None` on close or on a TLS error (a refused certificate).
+    async fn recv_or_error(&mut self) -> Option<Packet> {
+        loop {
+            if let Ok(Some(p)) = decode(&mut self.buf, V5, 1 << 20) {
+                return Some(p);
+            }
+            match tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("no answer within 5 s"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_without_dropping_connections() {
+    let dir = Dir::new("reload");
+    let pki = Pki::new("Old CA");
+    let broker = start(server_files(&dir, &pki), |_| {}).await;
+    let addr = broker.local_addrs()[0];
+    let mut old = TlsClient::open(addr, &connector(&pki.ca_pem, None))
+        .await
+        .expect("handshake");
+    assert_eq!(
+        old.connect("before-reload", None).await,
+        ReasonCode::SUCCESS
+    );
+
+    // New CA and server certificate on disk, then reload.
+    let new_pki = Pki::new("New CA");
+    server_files(&dir, &new_pki);
+    broker.reload_security();
+
+    // The established connection goes on; new handshakes use the new certificate.
+    assert!(old.ping().await);
+    assert!(TlsClient::open(addr, &connector(&pki.ca_pem, None))
+        .await
+        .is_err());
+    let mut fresh = TlsClient::open(addr, &connector(&new_pki.ca_pem, None))
+        .await
+        .expect("handshake with the new certificate");
+    assert_eq!(
+        fresh.connect("after-reload", None).await,
+        ReasonCode::SUCCESS
+    );
+
+    // A broken key file is not loaded: the new certificate stays in force.
+    write(&dir.path("server.key"), "not a key");
+    broker.reload_security();
+    assert!(TlsClient::open(addr, &connector(&new_pki.ca_pem, None))
+        .await
+        .is_ok());
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_talk_to_midge_over_tls() {
+    let dir = Dir::new("interop");
+    let pki = Pki::new("Midge Test CA");
+    let broker = start(server_files(&dir, &pki), |_| {}).await;
+    let port = broker.local_addrs()[0].port().to_string();
+    let ca = dir.path("ca.pem");
+    // A retained message (MQTT 5 client) is there before the subscriber (3.1.1) arrives,
+    // so no timing is involved.
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "localhost", "-p", &port, "--cafile"])
+        .arg(&ca)
+        .args([
+            "-t",
+            "interop/tls",
+            "-m",
+            "hello over tls",
+            "-r",
+            "-q",
+            "1",
+            "-V",
+            "mqttv5",
+        ])
+        .status()
+        .expect("mosquitto_pub runs (installed by .ci/run)");
+    assert!(status.success(), "mosquitto_pub over TLS failed");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("mosquitto_sub")
+            .args(["-h", "localhost", "-p", &port, "--cafile"])
+            .arg(&ca)
+            .args(["-t", "interop/tls", "-C", "1", "-W", "10", "-V", "mqttv311"])
+            .output()
+            .expect("mosquitto_sub runs")
+    })
+    .await
+    .expect("joined");
+    assert!(out.status.success(), "mosquitto_sub failed: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello over tls"
+    );
+    broker.shutdown(Duration::from_secs(1)).await;
+}
