@@ -387,6 +387,26 @@ impl Broker {
         &self.inner
     }
 
+    /// Serves one client connection over any byte stream (an in-memory pipe in tests and
+    /// fuzzing, a WebSocket adapter, ...), as an anonymous-allowed listener would. Returns
+    /// when the connection ends. Counts against `max_connections` like a socket does.
+    pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr, allow_anonymous: bool)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        if !self.inner.try_add_connection() {
+            return;
+        }
+        let (reader, writer) = tokio::io::split(stream);
+        let client = crate::listener::ClientTransport {
+            peer,
+            allow_anonymous,
+            identity: None,
+        };
+        crate::connection::run(self.inner.clone(), reader, writer, client).await;
+        self.inner.remove_connection();
+    }
+
     /// Reloads the password and ACL files and the TLS certificates (SIGHUP); a file that
     /// fails to load keeps the old one in force and the error is logged. Established
     /// connections are not dropped.
