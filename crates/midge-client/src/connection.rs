@@ -2,7 +2,7 @@
 //! server announced, and its topic alias tables.
 
 use crate::alias::{IncomingAliases, OutgoingAliases};
-use crate::options::ConnectOptions;
+use crate::options::{ConnectOptions, Direction, PacketObserver};
 use crate::transport::BoxTransport;
 use crate::Error;
 use bytes::BytesMut;
@@ -56,12 +56,23 @@ pub(crate) struct Link {
     pub keep_alive: Option<Duration>,
     pub last_write: Instant,
     pub ping_sent: Option<Instant>,
+    pub observer: Option<PacketObserver>,
 }
 
 impl Link {
     /// Queues a packet for writing.
     pub(crate) fn send(&mut self, packet: &Packet) {
+        if let Some(observe) = &self.observer {
+            observe(Direction::Sent, packet);
+        }
         encode(packet, self.version, &mut self.write_buf);
+    }
+
+    /// Tells the observer, if any, about a received packet.
+    pub(crate) fn observe_received(&self, packet: &Packet) {
+        if let Some(observe) = &self.observer {
+            observe(Direction::Received, packet);
+        }
     }
 
     /// Queues a PUBLISH, using a topic alias when allowed, unless it is larger than the
@@ -166,11 +177,11 @@ async fn handshake(
     let (mut reader, mut writer) = tokio::io::split(stream);
     let connect = connect_packet(options, clean_start, client_id);
     let mut write_buf = BytesMut::new();
-    encode(
-        &Packet::Connect(Box::new(connect)),
-        options.protocol,
-        &mut write_buf,
-    );
+    let connect = Packet::Connect(Box::new(connect));
+    if let Some(observe) = &options.observer {
+        observe(Direction::Sent, &connect);
+    }
+    encode(&connect, options.protocol, &mut write_buf);
     writer.write_all(&write_buf).await?;
     writer.flush().await?;
     write_buf.clear();
@@ -184,6 +195,9 @@ async fn handshake(
     let mut read_buf = BytesMut::with_capacity(4096);
     let connack = loop {
         if let Some(packet) = decode(&mut read_buf, options.protocol, max_incoming)? {
+            if let Some(observe) = &options.observer {
+                observe(Direction::Received, &packet);
+            }
             break expect_connack(packet)?;
         }
         if reader.read_buf(&mut read_buf).await? == 0 {
@@ -212,6 +226,7 @@ async fn handshake(
         keep_alive: (keep_alive > 0).then(|| Duration::from_secs(u64::from(keep_alive))),
         last_write: Instant::now(),
         ping_sent: None,
+        observer: options.observer.clone(),
     };
     Ok((link, connack))
 }

@@ -292,6 +292,7 @@ impl EventLoop {
                 Err(e) => return Err(Fault::protocol(e.reason_code(), e.to_string())),
             };
             tracing::trace!(client_id = %self.client_id, packet = ?packet.packet_type(), "received");
+            link.observe_received(&packet);
             self.handle_packet(link, packet)?;
         }
         Ok(())

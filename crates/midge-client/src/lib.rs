@@ -49,10 +49,10 @@ pub use error::Error;
 pub use message::{
     ConnectionInfo, Message, PublishAck, SubscribeAck, Subscription, UnsubscribeAck,
 };
-pub use options::{ConnectOptions, Reconnect, Will};
+pub use options::{ConnectOptions, Direction, PacketObserver, Reconnect, Will};
 pub use transport::{Connector, TcpConnector};
 
 pub use midge_proto::{
-    ByteStr, Disconnect, Properties, ProtocolVersion, QoS, ReasonCode, RetainHandling,
+    ByteStr, Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode, RetainHandling,
     SubscriptionOptions,
 };

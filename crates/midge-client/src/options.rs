@@ -52,6 +52,18 @@ impl Will {
     }
 }
 
+/// Which way a packet went, for a [`PacketObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+/// Called with every packet sent and received (after topic aliases are applied on the
+/// way out, before they are resolved on the way in). For debug output such as the
+/// command-line tools' `-d`; it runs on the connection's task, so keep it quick.
+pub type PacketObserver = Arc<dyn Fn(Direction, &midge_proto::Packet) + Send + Sync>;
+
 /// Automatic reconnection: exponential back-off between `min_delay` and `max_delay`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconnect {
@@ -101,6 +113,7 @@ pub struct ConnectOptions {
     pub(crate) offline_buffer: usize,
     pub(crate) incoming_buffer: usize,
     pub(crate) outgoing_topic_aliases: bool,
+    pub(crate) observer: Option<PacketObserver>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -144,6 +157,7 @@ impl ConnectOptions {
             offline_buffer: 1000,
             incoming_buffer: 1024,
             outgoing_topic_aliases: true,
+            observer: None,
         }
     }
 
@@ -274,6 +288,15 @@ impl ConnectOptions {
     /// Use topic aliases towards a 5.0 server that allows them. Default true.
     pub fn outgoing_topic_aliases(mut self, enabled: bool) -> Self {
         self.outgoing_topic_aliases = enabled;
+        self
+    }
+
+    /// Calls `observer` with every packet sent and received.
+    pub fn observe_packets(
+        mut self,
+        observer: impl Fn(Direction, &midge_proto::Packet) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
         self
     }
 

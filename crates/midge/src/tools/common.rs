@@ -1,0 +1,393 @@
+//! What the three tools share once the flags are parsed: building the connection options,
+//! connecting, Mosquitto-style error messages and exit codes, and `-d` debug lines.
+
+use super::args::{Config, Stop, Tool};
+use midge_client::{
+    Client, ConnectOptions, Direction, Error, Messages, Packet, TcpConnector, Will,
+};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Mosquitto's `MOSQ_ERR_TIMEOUT`: the exit code after `-W`.
+pub const EXIT_TIMEOUT: u8 = 27;
+
+/// Prints what parsing stopped on, as Mosquitto's tools do, and gives the exit code.
+pub fn report_stop(tool: Tool, stop: Stop, usage: &str) -> ExitCode {
+    match stop {
+        Stop::Help => {
+            print!("{usage}");
+        }
+        Stop::Version => {
+            println!(
+                "midge {} version {}",
+                tool.name(),
+                env!("CARGO_PKG_VERSION")
+            );
+            return ExitCode::SUCCESS;
+        }
+        Stop::Error { message, hint } => {
+            eprint!("{message}");
+            if hint {
+                eprintln!("\nUse 'midge {} --help' to see usage.", tool.name());
+            }
+        }
+        Stop::UsageError(message) => {
+            print!("{usage}");
+            eprint!("{message}");
+        }
+    }
+    // Mosquitto's tools exit with 1 after --help too.
+    ExitCode::from(1)
+}
+
+/// The client identifier to connect with: `-i`, `-I` + process id, or empty (the broker
+/// assigns one, as Mosquitto 2's tools let it).
+pub fn client_id(cfg: &Config) -> String {
+    match (&cfg.id, &cfg.id_prefix) {
+        (Some(id), _) => id.clone(),
+        (None, Some(prefix)) => format!("{prefix}{}", std::process::id()),
+        (None, None) => String::new(),
+    }
+}
+
+/// Connection options from the flags.
+pub fn connect_options(cfg: &Config, debug: Option<Debug>) -> Result<ConnectOptions, String> {
+    let mut connector = TcpConnector::new(cfg.host.clone(), cfg.port());
+    connector.nodelay = cfg.nodelay;
+    if let Some(addr) = &cfg.bind_address {
+        let ip: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("Error: Invalid bind address '{addr}'.\n"))?;
+        connector.bind_address = Some(std::net::SocketAddr::new(ip, 0));
+    }
+    let mut options = ConnectOptions::with_connector(connector)
+        .protocol(cfg.protocol)
+        .client_id(client_id(cfg))
+        .clean_start(cfg.clean_session)
+        .keep_alive(Duration::from_secs(u64::from(cfg.keepalive)))
+        .outgoing_topic_aliases(false);
+    if cfg.protocol.is_v5() {
+        let mut props = cfg.props.connect.clone();
+        if let Some(expiry) = cfg.session_expiry.filter(|e| *e > 0) {
+            props.session_expiry_interval = Some(expiry);
+        }
+        // Like Mosquitto: with -C below 20, ask for no more in flight than will be read.
+        if cfg.msg_count > 0 && cfg.msg_count < 20 && props.receive_maximum.is_none() {
+            props.receive_maximum = u16::try_from(cfg.msg_count).ok();
+        }
+        options = options.properties(props);
+    }
+    if let Some(topic) = &cfg.will_topic {
+        let payload = cfg.will_payload.clone().unwrap_or_default();
+        let will = Will::new(topic.as_str(), payload)
+            .qos(cfg.will_qos)
+            .retain(cfg.will_retain)
+            .properties(cfg.props.will.clone());
+        options = options.will(will);
+    }
+    if let Some(user) = &cfg.username {
+        options = options.username(user.as_str());
+    }
+    if let Some(password) = &cfg.password {
+        options = options.password(password.clone());
+    }
+    if cfg.tool == Tool::Sub {
+        options = options.reconnect(reconnect_policy());
+    }
+    if let Some(debug) = debug {
+        options = options.observe_packets(move |direction, packet| debug.packet(direction, packet));
+    }
+    Ok(options)
+}
+
+/// Connects, or prints Mosquitto's message for the failure and gives its exit code.
+pub async fn connect(cfg: &Config) -> Result<(Client, Messages, Option<Debug>), ExitCode> {
+    let debug = cfg.debug.then(|| Debug::new(client_id(cfg)));
+    let options = match connect_options(cfg, debug.clone()) {
+        Ok(options) => options,
+        Err(message) => {
+            eprint!("{message}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    match Client::connect(options).await {
+        Ok((client, messages)) => {
+            if let Some(debug) = &debug {
+                debug.set_id(client.connection_info().client_id.to_string());
+            }
+            Ok((client, messages, debug))
+        }
+        Err(e) => Err(report_connect_error(cfg, &e)),
+    }
+}
+
+/// Mosquitto's words for a failed connection: "Connection error: Connection Refused: not
+/// authorised." (3.x) or "Connection error: Not authorized" (5.0), exit code the return
+/// or reason code; "Error: Connection refused" for a closed port, exit code 1.
+pub fn report_connect_error(cfg: &Config, error: &Error) -> ExitCode {
+    let quiet = cfg.quiet;
+    let say = |line: String| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    match error {
+        Error::ConnectionRefused { reason_code, .. } => {
+            let code = if cfg.protocol.is_v5() {
+                let rc = *reason_code;
+                if rc == midge_client::ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+                    say(format!(
+                        "Connection error: {}. Try connecting to an MQTT v5 broker, or use MQTT v3.x mode.",
+                        rc.name()
+                    ));
+                } else {
+                    say(format!("Connection error: {}", rc.name()));
+                }
+                rc.0
+            } else {
+                let rc = reason_code.to_v3_connack();
+                say(format!("Connection error: {}", connack_string(rc)));
+                rc
+            };
+            if cfg.tool == Tool::Pub {
+                say(if cfg.protocol.is_v5() {
+                    "Error: A network protocol error occurred when communicating with the broker."
+                        .into()
+                } else {
+                    "Error: The connection was refused.".into()
+                });
+            }
+            ExitCode::from(code)
+        }
+        Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound || is_lookup_error(e) => {
+            say("Unable to connect (Lookup error.).".into());
+            ExitCode::from(1)
+        }
+        Error::Io(e) => {
+            say(format!("Error: {}", strerror(e)));
+            ExitCode::from(1)
+        }
+        Error::Timeout => {
+            say("Error: Connection timed out".into());
+            ExitCode::from(1)
+        }
+        other => {
+            say(format!("Error: {other}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn is_lookup_error(e: &std::io::Error) -> bool {
+    // tokio's lookup_host reports resolver failures with getaddrinfo's text and no
+    // specific kind.
+    let text = e.to_string();
+    text.contains("lookup address") || text.contains("resolved to no address")
+}
+
+/// `strerror` wording for the common socket errors.
+fn strerror(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "Connection refused".into(),
+        ConnectionReset => "Connection reset by peer".into(),
+        TimedOut => "Connection timed out".into(),
+        AddrNotAvailable => "Cannot assign requested address".into(),
+        PermissionDenied => "Permission denied".into(),
+        _ => {
+            // "Network is unreachable (os error 101)" -> "Network is unreachable".
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(end) => s[..end].to_string(),
+                None => s,
+            }
+        }
+    }
+}
+
+/// libmosquitto's `mosquitto_connack_string`.
+pub fn connack_string(code: u8) -> &'static str {
+    match code {
+        0 => "Connection Accepted.",
+        1 => "Connection Refused: unacceptable protocol version.",
+        2 => "Connection Refused: identifier rejected.",
+        3 => "Connection Refused: broker unavailable.",
+        4 => "Connection Refused: bad user name or password.",
+        5 => "Connection Refused: not authorised.",
+        _ => "Connection Refused: unknown reason.",
+    }
+}
+
+/// Reports the end of a connection after CONNACK, in Mosquitto's words.
+pub fn report_lost(cfg: &Config, error: Option<&Error>) -> ExitCode {
+    if cfg.quiet {
+        return ExitCode::from(1);
+    }
+    match error {
+        Some(Error::ServerDisconnected { reason_code, .. }) => {
+            eprintln!("Error: {}", reason_code.name());
+        }
+        Some(Error::Protocol(_)) => {
+            eprintln!(
+                "Error: A network protocol error occurred when communicating with the broker."
+            )
+        }
+        _ => eprintln!("Error: The connection was lost."),
+    }
+    ExitCode::from(1)
+}
+
+/// `-d`: prints each packet as libmosquitto's log does ("Client x sending PUBLISH (d0,
+/// q1, r0, m1, 'topic', ... (5 bytes))"), to stdout.
+#[derive(Clone)]
+pub struct Debug {
+    id: Arc<Mutex<String>>,
+}
+
+impl Debug {
+    fn new(id: String) -> Debug {
+        let id = if id.is_empty() {
+            "(null)".to_string()
+        } else {
+            id
+        };
+        Debug {
+            id: Arc::new(Mutex::new(id)),
+        }
+    }
+
+    fn set_id(&self, id: String) {
+        if id.is_empty() {
+            return;
+        }
+        if let Ok(mut slot) = self.id.lock() {
+            *slot = id;
+        }
+    }
+
+    fn packet(&self, direction: Direction, packet: &Packet) {
+        if let (Direction::Received, Packet::ConnAck(c)) = (direction, packet) {
+            if let Some(assigned) = &c.properties.assigned_client_identifier {
+                self.set_id(assigned.to_string());
+            }
+        }
+        let id = self.id.lock().map(|s| s.clone()).unwrap_or_default();
+        let lines = describe(direction, packet);
+        let mut stdout = std::io::stdout().lock();
+        for line in lines {
+            let _ = writeln!(stdout, "Client {id} {line}");
+        }
+        let _ = stdout.flush();
+    }
+
+    /// A line of its own (such as "Subscribed (mid: 1): 0").
+    pub fn line(&self, text: &str) {
+        println!("{text}");
+    }
+}
+
+fn describe(direction: Direction, packet: &Packet) -> Vec<String> {
+    let verb = match direction {
+        Direction::Sent => "sending",
+        Direction::Received => "received",
+    };
+    let line = match (direction, packet) {
+        (_, Packet::Connect(_)) => format!("{verb} CONNECT"),
+        (_, Packet::ConnAck(c)) => {
+            format!("{verb} CONNACK ({})", c.reason_code.0)
+        }
+        (_, Packet::Publish(p)) => format!(
+            "{verb} PUBLISH (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            u8::from(p.dup),
+            p.qos.as_u8(),
+            u8::from(p.retain),
+            p.packet_id,
+            p.topic,
+            p.payload.len()
+        ),
+        (Direction::Received, Packet::PubAck(r)) => {
+            format!(
+                "received PUBACK (Mid: {}, RC:{})",
+                r.packet_id, r.reason_code.0
+            )
+        }
+        (Direction::Received, Packet::PubRec(r)) => {
+            format!("received PUBREC (Mid: {})", r.packet_id)
+        }
+        (Direction::Received, Packet::PubRel(r)) => {
+            format!("received PUBREL (Mid: {})", r.packet_id)
+        }
+        (Direction::Received, Packet::PubComp(r)) => {
+            format!(
+                "received PUBCOMP (Mid: {}, RC:{})",
+                r.packet_id, r.reason_code.0
+            )
+        }
+        (Direction::Sent, Packet::PubAck(r)) => {
+            format!("sending PUBACK (m{}, rc{})", r.packet_id, r.reason_code.0)
+        }
+        (Direction::Sent, Packet::PubRec(r)) => {
+            format!("sending PUBREC (m{}, rc{})", r.packet_id, r.reason_code.0)
+        }
+        (Direction::Sent, Packet::PubRel(r)) => format!("sending PUBREL (m{})", r.packet_id),
+        (Direction::Sent, Packet::PubComp(r)) => format!("sending PUBCOMP (m{})", r.packet_id),
+        (_, Packet::Subscribe(s)) => {
+            return s
+                .filters
+                .iter()
+                .map(|(filter, o)| {
+                    let options = (u8::from(o.no_local) << 2)
+                        | (u8::from(o.retain_as_published) << 3)
+                        | ((o.retain_handling as u8) << 4);
+                    format!(
+                        "{verb} SUBSCRIBE (Mid: {}, Topic: {filter}, QoS: {}, Options: 0x{options:02x})",
+                        s.packet_id,
+                        o.qos.as_u8()
+                    )
+                })
+                .collect();
+        }
+        (_, Packet::SubAck(_)) => format!("{verb} SUBACK"),
+        (_, Packet::Unsubscribe(u)) => {
+            return u
+                .filters
+                .iter()
+                .map(|f| format!("{verb} UNSUBSCRIBE (Mid: {}, Topic: {f})", u.packet_id))
+                .collect();
+        }
+        (_, Packet::UnsubAck(_)) => format!("{verb} UNSUBACK"),
+        (_, Packet::PingReq) => format!("{verb} PINGREQ"),
+        (_, Packet::PingResp) => format!("{verb} PINGRESP"),
+        (Direction::Sent, Packet::Disconnect(_)) => "sending DISCONNECT".into(),
+        (Direction::Received, Packet::Disconnect(d)) => {
+            format!("received DISCONNECT ({})", d.reason_code.0)
+        }
+        (_, Packet::Auth(_)) => format!("{verb} AUTH"),
+    };
+    vec![line]
+}
+
+/// Builds the tool's runtime (one thread is plenty for one connection).
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Reconnect policy for `midge sub` (Mosquitto's tools reconnect too, every second or so).
+pub fn reconnect_policy() -> midge_client::Reconnect {
+    midge_client::Reconnect {
+        min_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(30),
+        max_attempts: None,
+    }
+}
