@@ -65,8 +65,7 @@ impl Shared {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), midge_client::Error> {
 /// # let broker = midge_broker::Broker::start(midge_broker::Config {
-/// #     listeners: vec![midge_broker::ListenerConfig {
-/// #         bind: "127.0.0.1:0".parse().unwrap(), max_connections: None, allow_anonymous: true }],
+/// #     listeners: vec![midge_broker::ListenerConfig::tcp("127.0.0.1:0".parse().unwrap(), true)],
 /// #     ..Default::default() }).await.unwrap();
 /// # let port = broker.local_addrs()[0].port();
 /// let (client, mut messages) = Client::connect(ConnectOptions::new("127.0.0.1", port)).await?;

@@ -17,11 +17,10 @@ async fn broker() -> (Broker, u16) {
 
 async fn broker_with(tweak: impl FnOnce(&mut Config)) -> (Broker, u16) {
     let mut config = Config {
-        listeners: vec![ListenerConfig {
-            bind: "127.0.0.1:0".parse().expect("address"),
-            max_connections: None,
-            allow_anonymous: true,
-        }],
+        listeners: vec![ListenerConfig::tcp(
+            "127.0.0.1:0".parse().expect("address"),
+            true,
+        )],
         sys_interval: Duration::ZERO,
         ..Default::default()
     };
