@@ -108,6 +108,8 @@ pub struct BrokerInner {
     next_conn_id: AtomicU64,
     live_connections: AtomicUsize,
     connections_gone: Notify,
+    /// Failed logins per source address: (start of the minute, count).
+    auth_failures: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
 }
 
 impl BrokerInner {
@@ -124,6 +126,7 @@ impl BrokerInner {
             next_conn_id: AtomicU64::new(1),
             live_connections: AtomicUsize::new(0),
             connections_gone: Notify::new(),
+            auth_failures: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -159,6 +162,40 @@ impl BrokerInner {
 
     pub fn live_connections(&self) -> usize {
         self.live_connections.load(Ordering::Acquire)
+    }
+
+    /// Whether a topic name or filter is within `max_topic_length` and `max_topic_levels`.
+    pub fn topic_within_limits(&self, topic: &str) -> bool {
+        let c = &self.config;
+        topic.len() <= c.max_topic_length
+            && (c.max_topic_levels == 0 || topic.split('/').count() <= c.max_topic_levels)
+    }
+
+    /// Records a failed login from `ip` and returns how long to wait before answering:
+    /// nothing for the first `auth_failures_before_delay` failures within a minute, then
+    /// 100 ms doubling up to 5 s, so password guessing from one address slows down.
+    pub fn auth_failure_delay(&self, ip: std::net::IpAddr) -> Duration {
+        self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        let threshold = self.config.auth_failures_before_delay;
+        if threshold == 0 {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let mut map = self.auth_failures.lock();
+        if map.len() > 100_000 {
+            map.retain(|_, (first, _)| now.duration_since(*first) < Duration::from_secs(60));
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        let over = entry.1.saturating_sub(threshold);
+        if over == 0 {
+            return Duration::ZERO;
+        }
+        let millis = 100u64.saturating_mul(1u64 << over.min(10));
+        Duration::from_millis(millis.min(5000))
     }
 
     /// The publish path: store or clear the retained message, then route to subscribers.

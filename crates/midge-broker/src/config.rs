@@ -125,6 +125,24 @@ pub struct Config {
     /// Mosquitto-format ACL file. When set, every publish, subscribe and delivery is
     /// checked against it. Reloaded on SIGHUP.
     pub acl_file: Option<std::path::PathBuf>,
+    /// Largest number of subscriptions one client may hold (0 = no limit). Past it,
+    /// SUBSCRIBE gets 0x97 Quota exceeded (5.0) / 0x80 (3.1.1).
+    pub max_subscriptions_per_client: usize,
+    /// Longest topic name or filter accepted, in bytes (the protocol allows 65535).
+    pub max_topic_length: usize,
+    /// Most levels a topic name or filter may have (0 = no limit).
+    pub max_topic_levels: usize,
+    /// Longest client identifier accepted, in bytes.
+    pub max_client_id_length: usize,
+    /// New connections accepted per second from one IP address (0 = no limit); more are
+    /// closed at once.
+    pub max_connection_rate_per_ip: u32,
+    /// PUBLISH packets per second accepted from one client (0 = no limit); a faster client
+    /// is slowed down (its socket is not read until it is back under the rate).
+    pub max_inbound_message_rate: u32,
+    /// After this many failed logins from one IP address within a minute, each further
+    /// refusal from that address is delayed (doubling up to 5 s). 0 = never delay.
+    pub auth_failures_before_delay: u32,
 }
 
 impl Default for Config {
@@ -163,6 +181,13 @@ impl Default for Config {
             max_connections: None,
             password_file: None,
             acl_file: None,
+            max_subscriptions_per_client: 0,
+            max_topic_length: 65535,
+            max_topic_levels: 0,
+            max_client_id_length: 65535,
+            max_connection_rate_per_ip: 0,
+            max_inbound_message_rate: 0,
+            auth_failures_before_delay: 5,
         }
     }
 }

@@ -91,6 +91,10 @@ pub(crate) struct Conn {
     pub connect_expiry_zero: bool,
     pub scratch: RouteScratch,
     pub held_acks: VecDeque<HeldAck>,
+    /// Start of the current one-second publish-rate window and PUBLISHes in it.
+    pub publish_window: (Instant, u32),
+    /// Set while the client is over `max_inbound_message_rate`.
+    pub throttle_until: Option<Instant>,
     pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
@@ -119,6 +123,8 @@ impl Conn {
             connect_expiry_zero: true,
             scratch: RouteScratch::default(),
             held_acks: VecDeque::new(),
+            publish_window: (Instant::now(), 0),
+            throttle_until: None,
             control_rx: None,
         }
     }
@@ -140,10 +146,36 @@ impl Conn {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a PUBLISH against `max_inbound_message_rate`; past it the connection stops
+    /// reading until the current second is over.
+    fn count_publish(&mut self) {
+        let rate = self.broker.config.max_inbound_message_rate;
+        if rate == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let (start, count) = &mut self.publish_window;
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        if *count >= rate {
+            self.throttle_until = Some(*start + Duration::from_secs(1));
+            self.broker
+                .stats
+                .publish_throttled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Dispatches one packet received after CONNECT.
     fn handle(&mut self, packet: Packet) -> Result<(), Close> {
         match packet {
-            Packet::Publish(p) => self.handle_publish(p),
+            Packet::Publish(p) => {
+                self.count_publish();
+                self.handle_publish(p)
+            }
             Packet::PubAck(a) => self.handle_puback(a),
             Packet::PubRec(a) => self.handle_pubrec(a),
             Packet::PubRel(a) => self.handle_pubrel(a),
@@ -284,7 +316,9 @@ where
     tokio::pin!(ka_sleep);
     let max_in = conn.max_packet_in();
     loop {
-        loop {
+        // A client over its publish rate is not read (nor its buffered packets handled)
+        // until the rate window ends.
+        while conn.throttle_until.is_none() {
             match decode(rbuf, conn.version, max_in) {
                 Ok(Some(packet)) => {
                     conn.broker
@@ -348,7 +382,10 @@ where
                     }
                 }
             },
-            r = reader.read_buf(rbuf), if conn.wbuf.len() < WRITE_HIGH_WATER => match r {
+            _ = tokio::time::sleep_until(conn.throttle_until.unwrap_or_else(Instant::now)), if conn.throttle_until.is_some() => {
+                conn.throttle_until = None;
+            }
+            r = reader.read_buf(rbuf), if conn.wbuf.len() < WRITE_HIGH_WATER && conn.throttle_until.is_none() => match r {
                 Ok(0) | Err(_) => return Close::PeerGone,
                 Ok(n) => {
                     conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);

@@ -31,6 +31,7 @@ pub async fn accept_loop(
     tls: Option<Arc<TlsListener>>,
 ) {
     let per_listener = Arc::new(AtomicUsize::new(0));
+    let mut rate = ConnectionRate::default();
     let mut shutdown = broker.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -46,12 +47,25 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        if !rate.allow(peer.ip(), broker.config.max_connection_rate_per_ip) {
+            tracing::info!("refusing connection from {peer}: connection rate per address reached");
+            broker
+                .stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
         if config
             .max_connections
             .is_some_and(|max| per_listener.load(Ordering::Acquire) >= max)
             || !broker.try_add_connection()
         {
             tracing::info!("refusing connection from {peer}: connection limit reached");
+            broker
+                .stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         }
@@ -125,6 +139,33 @@ async fn serve_tls(
     };
     let (reader, writer) = tokio::io::split(stream);
     crate::connection::run(broker.clone(), reader, writer, client).await;
+}
+
+/// New connections per source address in the current one-second window.
+#[derive(Default)]
+struct ConnectionRate {
+    window: Option<std::time::Instant>,
+    counts: std::collections::HashMap<std::net::IpAddr, u32>,
+}
+
+impl ConnectionRate {
+    /// Whether another connection from `ip` fits under `per_second` (0 = no limit).
+    fn allow(&mut self, ip: std::net::IpAddr, per_second: u32) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= std::time::Duration::from_secs(1))
+        {
+            self.window = Some(now);
+            self.counts.clear();
+        }
+        let count = self.counts.entry(ip).or_insert(0);
+        *count += 1;
+        *count <= per_second
+    }
 }
 
 /// What the transport tells the connection about its client.

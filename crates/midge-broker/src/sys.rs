@@ -20,6 +20,14 @@ pub struct Stats {
     pub messages_dropped: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Connections closed at once: connection limit or per-address rate reached.
+    pub connections_refused: AtomicU64,
+    /// Subscriptions refused by a limit (count, topic length or levels).
+    pub subscriptions_refused: AtomicU64,
+    /// Times a client was slowed down for publishing faster than allowed.
+    pub publish_throttled: AtomicU64,
+    /// CONNECTs refused for bad credentials or lack of authorisation.
+    pub auth_failures: AtomicU64,
 }
 
 impl Stats {

@@ -59,6 +59,12 @@ impl Conn {
 
         // Client identifier [MQTT-3.1.3-6..9]; MQTT 3.1 allows 1 to 23 characters.
         self.client_id = c.client_id.clone();
+        if self.client_id.len() > config.max_client_id_length {
+            return Err(self.refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "client id longer than max_client_id_length",
+            ));
+        }
         if c.protocol == ProtocolVersion::V31 && self.client_id.chars().count() > 23 {
             return Err(self.refuse(
                 ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
@@ -165,6 +171,12 @@ impl Conn {
                 return Err(self.refuse(
                     ReasonCode::PROTOCOL_ERROR,
                     "invalid will response topic [MQTT-3.3.2-14]",
+                ));
+            }
+            if !self.broker.topic_within_limits(&w.topic) {
+                return Err(self.refuse(
+                    ReasonCode::TOPIC_NAME_INVALID,
+                    "will topic over the topic limits",
                 ));
             }
             if w.retain && !config.retain_available {
@@ -359,24 +371,38 @@ impl Conn {
             // for every client, as in Mosquitto 2.
             None => AuthResult::Anonymous,
         };
-        match result.with_anonymous(self.allow_anonymous) {
+        let resolved = result.with_anonymous(self.allow_anonymous);
+        match resolved {
             AuthResult::Allowed | AuthResult::Anonymous => Ok(()),
+            AuthResult::BadCredentials | AuthResult::NotAuthorized => {
+                let delay = self.broker.auth_failure_delay(self.peer.ip());
+                if !delay.is_zero() {
+                    tracing::info!(peer = %self.peer, "repeated login failures: answering in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(self.refuse_login(resolved, c.username.is_none()))
+            }
+        }
+    }
+
+    fn refuse_login(&mut self, result: AuthResult, anonymous: bool) -> Close {
+        match result {
             AuthResult::BadCredentials => {
                 let code = if self.version.is_v5() {
                     ReasonCode::BAD_USER_NAME_OR_PASSWORD
                 } else {
                     ReasonCode::NOT_AUTHORIZED
                 };
-                Err(self.refuse(code, "bad username or password"))
+                self.refuse(code, "bad username or password")
             }
-            AuthResult::NotAuthorized => Err(self.refuse(
+            _ => self.refuse(
                 ReasonCode::NOT_AUTHORIZED,
-                if c.username.is_none() {
+                if anonymous {
                     "anonymous access is not allowed"
                 } else {
                     "not authorised"
                 },
-            )),
+            ),
         }
     }
 

@@ -113,9 +113,12 @@ impl Conn {
             return Ok(());
         }
 
-        // Refused before routing: oversize payloads and invalid UTF-8 declared as UTF-8.
+        // Refused before routing: topics over the limits, oversize payloads and invalid
+        // UTF-8 declared as UTF-8.
         let mut refusal = None;
-        if config.message_size_limit > 0 && p.payload.len() > config.message_size_limit {
+        if !broker.topic_within_limits(&topic) {
+            refusal = Some(ReasonCode::TOPIC_NAME_INVALID);
+        } else if config.message_size_limit > 0 && p.payload.len() > config.message_size_limit {
             // 0x95 is not allowed on PUBACK/PUBREC; 0x97 names an imposed limit.
             refusal = Some(ReasonCode::QUOTA_EXCEEDED);
         } else if p.properties.payload_format_indicator == Some(1)

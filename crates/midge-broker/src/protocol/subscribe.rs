@@ -7,6 +7,7 @@ use crate::session::StoredSubscription;
 use midge_proto::{
     topic, ByteStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
 };
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -36,6 +37,24 @@ impl Conn {
                 }
             };
             let acl_filter = shared.map_or(filter.as_str(), |(_, inner)| inner);
+            let limit = self.broker.config.max_subscriptions_per_client;
+            let over_count = limit > 0 && {
+                let st = cell.state.lock();
+                !st.subscriptions.contains_key(filter.as_str()) && st.subscriptions.len() >= limit
+            };
+            if over_count || !self.broker.topic_within_limits(acl_filter) {
+                tracing::info!(client = %self.client_id, %filter, "subscription refused by a limit");
+                self.broker
+                    .stats
+                    .subscriptions_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                codes.push(match (v5, over_count) {
+                    (true, true) => ReasonCode::QUOTA_EXCEEDED,
+                    (true, false) => ReasonCode::TOPIC_FILTER_INVALID,
+                    (false, _) => ReasonCode::UNSPECIFIED_ERROR,
+                });
+                continue;
+            }
             if let Some(acl) = &self.broker.security.acl {
                 if !acl.can_subscribe(&self.client_info(), acl_filter) {
                     tracing::info!(client = %self.client_id, %filter, "subscription denied by the ACL");

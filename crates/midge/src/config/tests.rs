@@ -690,6 +690,37 @@ fn mosquitto_logging_and_tuning_keys_are_warnings() {
 }
 
 #[test]
+fn limits_in_toml() {
+    let loaded = ok(parse_str(
+        Path::new("midge.toml"),
+        "max_subscriptions_per_client = 100\nmax_topic_length = 256\nmax_topic_levels = 8\nmax_client_id_length = 64\nmax_connection_rate_per_ip = 50\nmax_inbound_message_rate = 1000\nauth_failures_before_delay = 0\n",
+    ));
+    let c = loaded.config;
+    assert_eq!(
+        (
+            c.max_subscriptions_per_client,
+            c.max_topic_length,
+            c.max_topic_levels,
+            c.max_client_id_length
+        ),
+        (100, 256, 8, 64)
+    );
+    assert_eq!(
+        (
+            c.max_connection_rate_per_ip,
+            c.max_inbound_message_rate,
+            c.auth_failures_before_delay
+        ),
+        (50, 1000, 0)
+    );
+    let errs = errors(parse_str(
+        Path::new("midge.toml"),
+        "max_client_id_length = 5\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}
+
+#[test]
 fn tls_listeners_in_both_syntaxes() {
     let text = "listener 8883 127.0.0.1\ncertfile /c.pem\nkeyfile /k.pem\ncafile /ca.pem\nrequire_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\nallow_anonymous true\n";
     let loaded = ok(conf(text));

@@ -38,6 +38,13 @@ struct File {
     max_connections: Option<Spanned<i64>>,
     password_file: Option<String>,
     acl_file: Option<String>,
+    max_subscriptions_per_client: Option<Spanned<i64>>,
+    max_topic_length: Option<Spanned<i64>>,
+    max_topic_levels: Option<Spanned<i64>>,
+    max_client_id_length: Option<Spanned<i64>>,
+    max_connection_rate_per_ip: Option<Spanned<i64>>,
+    max_inbound_message_rate: Option<Spanned<i64>>,
+    auth_failures_before_delay: Option<Spanned<i64>>,
 }
 
 /// One `[[listener]]` table.
@@ -234,6 +241,55 @@ impl Reader<'_> {
             },
             password_file: file.password_file.as_ref().map(PathBuf::from),
             acl_file: file.acl_file.as_ref().map(PathBuf::from),
+            max_subscriptions_per_client: self.int(
+                &file.max_subscriptions_per_client,
+                "max_subscriptions_per_client",
+                0,
+                i64::from(u32::MAX),
+                default.max_subscriptions_per_client,
+            ),
+            max_topic_length: self.int(
+                &file.max_topic_length,
+                "max_topic_length",
+                1,
+                65535,
+                default.max_topic_length,
+            ),
+            max_topic_levels: self.int(
+                &file.max_topic_levels,
+                "max_topic_levels",
+                0,
+                65535,
+                default.max_topic_levels,
+            ),
+            max_client_id_length: self.int(
+                &file.max_client_id_length,
+                "max_client_id_length",
+                23,
+                65535,
+                default.max_client_id_length,
+            ),
+            max_connection_rate_per_ip: self.int(
+                &file.max_connection_rate_per_ip,
+                "max_connection_rate_per_ip",
+                0,
+                i64::from(u32::MAX),
+                default.max_connection_rate_per_ip,
+            ),
+            max_inbound_message_rate: self.int(
+                &file.max_inbound_message_rate,
+                "max_inbound_message_rate",
+                0,
+                i64::from(u32::MAX),
+                default.max_inbound_message_rate,
+            ),
+            auth_failures_before_delay: self.int(
+                &file.auth_failures_before_delay,
+                "auth_failures_before_delay",
+                0,
+                i64::from(u32::MAX),
+                default.auth_failures_before_delay,
+            ),
         }
     }
 
