@@ -119,6 +119,11 @@ pub struct MessageArgs {
     /// Maximum in 5.0).
     #[arg(long, default_value_t = 20)]
     pub inflight: u16,
+    /// Seconds publishers may still spend writing what they produced (and awaiting its
+    /// acknowledgements) after --duration; then they are cut off and the unwritten messages
+    /// are not counted as sent.
+    #[arg(long, default_value_t = 5.0)]
+    pub grace: f64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -142,6 +142,11 @@ impl Conn {
         }
     }
 
+    /// Bytes produced but not written to the socket yet.
+    pub fn unwritten(&self) -> usize {
+        self.wbuf.len()
+    }
+
     /// Sets how many bytes to read per syscall at most.
     pub fn set_read_chunk(&mut self, bytes: usize) {
         self.read_chunk = bytes.max(64);

@@ -184,6 +184,16 @@ impl Publisher {
         }
     }
 
+    /// Takes back the messages in `unwritten` bytes that never reached the socket (the
+    /// connection was cut off): they are not sent. Whole PUBLISH packets only; with QoS 2 a
+    /// few PUBREL bytes may be among them, which the division absorbs.
+    pub fn unsend(&mut self, unwritten: usize) {
+        let n = (unwritten / self.template.len()) as u64;
+        let n = n.min(self.sent);
+        self.sent -= n;
+        self.stats.sent.fetch_sub(n, Relaxed);
+    }
+
     /// Starts the rate clock now (publishers connect before the run starts).
     pub fn start_clock(&mut self) {
         self.start = Instant::now();

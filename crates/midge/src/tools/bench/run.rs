@@ -36,7 +36,10 @@ struct Run {
     errors_shown: AtomicU64,
     /// Filters that were subscribed successfully (pubsub computes what to expect).
     subscribed: Mutex<Vec<String>>,
+    /// Stops every connection.
     stop_rx: watch::Receiver<bool>,
+    /// Stops the publishers only (those still writing long after the end of the run).
+    cut_publishers: watch::Sender<bool>,
 }
 
 impl Run {
@@ -80,6 +83,7 @@ impl Run {
             errors_shown: AtomicU64::new(0),
             subscribed: Mutex::new(Vec::new()),
             stop_rx,
+            cut_publishers: watch::Sender::new(false),
         };
         Ok((Arc::new(run), stop_tx))
     }
@@ -118,18 +122,25 @@ impl Run {
         }
     }
 
-    /// Runs `role` on `conn` until the end of the run, then disconnects.
-    async fn drive<R: Role>(&self, mut conn: Conn, role: &mut R, client_id: &str) -> Option<End> {
-        let mut stop = self.stop_rx.clone();
+    /// Runs `role` on `conn` until `stop`, then disconnects. Returns how it ended and the
+    /// bytes it had not written yet.
+    async fn drive<R: Role>(
+        &self,
+        mut conn: Conn,
+        role: &mut R,
+        client_id: &str,
+        mut stop: watch::Receiver<bool>,
+    ) -> (Option<End>, usize) {
         match conn.run(role, &mut stop).await {
             Ok(end) => {
+                let unwritten = conn.unwritten();
                 conn.close().await;
-                Some(end)
+                (Some(end), unwritten)
             }
             Err(e) => {
                 self.stats.closed_early.fetch_add(1, Relaxed);
                 self.report(client_id, &e);
-                None
+                (None, conn.unwritten())
             }
         }
     }
@@ -140,18 +151,32 @@ impl Run {
 
     /// Joins the publishers; if the run makes no progress at all for the stall timeout,
     /// reports a stall and stops every connection.
+    ///
+    /// Publishers still writing `grace` after `ended` was set (a broker that stopped reading
+    /// them, with megabytes queued in socket buffers) are cut off, so that a run ends close
+    /// to its duration.
     async fn join_publishers<T>(
         &self,
         handles: Vec<JoinHandle<T>>,
         stop_tx: &watch::Sender<bool>,
+        ended: &AtomicBool,
+        grace: Duration,
     ) -> Vec<T> {
         let progress = || {
             let s = &self.stats;
             s.sent.load(Relaxed) + s.completed.load(Relaxed) + s.received.load(Relaxed)
         };
         let (mut last, mut since) = (progress(), Instant::now());
+        let mut ended_at = None;
         while !handles.iter().all(JoinHandle::is_finished) {
             tokio::time::sleep(Duration::from_millis(5)).await;
+            if ended.load(Relaxed) && ended_at.is_none() {
+                ended_at = Some(Instant::now());
+            }
+            if ended_at.is_some_and(|t| t.elapsed() >= grace) && !*self.cut_publishers.borrow() {
+                eprintln!("midge bench: publishers still writing {grace:?} after the end: cut off");
+                let _ = self.cut_publishers.send(true);
+            }
             let now = progress();
             if now != last {
                 (last, since) = (now, Instant::now());
@@ -166,6 +191,7 @@ impl Run {
                     self.stall_timeout
                 );
                 s.stalled.store(unacked.max(1), Relaxed);
+                let _ = self.cut_publishers.send(true);
                 let _ = stop_tx.send(true);
                 break;
             }
@@ -213,7 +239,7 @@ fn spawn_subscriber(
             .unwrap_or_else(|e| e.into_inner())
             .push(filter);
         let mut role = Subscriber::new(run.settings.version, run.stats.clone());
-        run.drive(conn, &mut role, &id).await;
+        run.drive(conn, &mut role, &id, run.stop_rx.clone()).await;
     })
 }
 
@@ -255,7 +281,12 @@ fn spawn_publisher(
             run.stats.clone(),
         );
         role.start_clock();
-        run.drive(conn, &mut role, &id).await;
+        let cut = run.cut_publishers.subscribe();
+        let (end, unwritten) = run.drive(conn, &mut role, &id, cut).await;
+        if end == Some(End::Stopped) {
+            run.stats.publishers_cut.fetch_add(1, Relaxed);
+        }
+        role.unsend(unwritten);
         (index, topic, role.sent)
     })
 }
@@ -348,7 +379,7 @@ pub async fn conn(a: ConnArgs) -> anyhow::Result<Summary> {
             let id = run.client_id('c', run.start_index + slot);
             let conn = run.connect(slot, &id, started).await?;
             run.set_up.fetch_add(1, Relaxed);
-            run.drive(conn, &mut Idle, &id).await
+            run.drive(conn, &mut Idle, &id, run.stop_rx.clone()).await.0
         }));
     }
     run.wait_set_up(u64::from(a.clients)).await;
@@ -404,7 +435,9 @@ pub async fn publish(a: PubArgs) -> anyhow::Result<Summary> {
     let t0 = Instant::now();
     let _ = go_tx.send(true);
     let timer = stop_after(a.message.duration, limits.stop.clone());
-    run.join_publishers(handles, &stop_tx).await;
+    let grace = Duration::from_secs_f64(a.message.grace.max(0.0));
+    run.join_publishers(handles, &stop_tx, &limits.stop, grace)
+        .await;
     timer.abort();
     s.publish_secs = t0.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
@@ -496,7 +529,10 @@ pub async fn pubsub(a: PubSubArgs) -> anyhow::Result<Summary> {
     let t0_ns = run.stats.start.elapsed().as_nanos() as u64;
     let _ = go_tx.send(true);
     let timer = stop_after(m.duration, limits.stop.clone());
-    let sent = run.join_publishers(pubs, &stop_tx).await;
+    let grace = Duration::from_secs_f64(m.grace.max(0.0));
+    let sent = run
+        .join_publishers(pubs, &stop_tx, &limits.stop, grace)
+        .await;
     timer.abort();
     s.publish_secs = t0.elapsed().as_secs_f64();
 

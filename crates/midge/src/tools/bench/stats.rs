@@ -35,6 +35,8 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Set when the run gave up waiting for a broker that made no progress.
     pub stalled: AtomicU64,
+    /// Publishers cut off while still writing after the end (see `--grace`).
+    pub publishers_cut: AtomicU64,
     /// When the last message arrived, in nanoseconds since `start` (0: none yet).
     pub last_received_ns: AtomicU64,
     latency: Mutex<Histogram<u64>>,
@@ -56,6 +58,7 @@ impl Stats {
             gaps: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
+            publishers_cut: AtomicU64::new(0),
             last_received_ns: AtomicU64::new(0),
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds"),
@@ -150,6 +153,8 @@ pub struct Summary {
     /// Publications still unacknowledged when the run gave up on a broker that made no
     /// progress for --stall-timeout (0: no stall).
     pub stalled_unacked: u64,
+    /// Publishers cut off while still writing or awaiting acknowledgements after the end.
+    pub publishers_cut: u64,
     /// Seconds the publishers ran (pub, pubsub) or the subscribers listened (sub).
     pub publish_secs: f64,
     pub send_rate: f64,
@@ -180,6 +185,7 @@ impl Summary {
         self.gaps = stats.gaps.load(Relaxed);
         self.protocol_errors = stats.protocol_errors.load(Relaxed);
         self.stalled_unacked = stats.stalled.load(Relaxed);
+        self.publishers_cut = stats.publishers_cut.load(Relaxed);
         self.latency_us = stats.latency_summary();
     }
 
@@ -260,6 +266,13 @@ impl Summary {
                 s,
                 "  latency us   p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (n = {})",
                 l.p50, l.p90, l.p99, l.p999, l.max, l.count
+            );
+        }
+        if self.publishers_cut > 0 {
+            let _ = writeln!(
+                s,
+                "  cut off      {} publishers still busy after the end (--grace)",
+                self.publishers_cut
             );
         }
         if self.stalled_unacked > 0 {
