@@ -29,9 +29,9 @@
 //! # }
 //! ```
 //!
-//! Transports: TCP is built in ([`TcpConnector`]); anything `AsyncRead + AsyncWrite`
-//! plugs in through [`Connector`] (TLS and WebSocket connectors will join when the
-//! broker serves them).
+//! Transports: TCP ([`TcpConnector`]) and TLS ([`TlsConnector`], rustls) are built in;
+//! anything `AsyncRead + AsyncWrite` plugs in through [`Connector`] (a WebSocket
+//! connector will join when the broker serves WebSocket).
 
 mod alias;
 mod client;
@@ -41,6 +41,7 @@ mod eventloop;
 mod message;
 mod options;
 mod session;
+pub mod tls;
 pub mod transport;
 
 pub use client::{Client, Messages, PendingAck};
@@ -49,6 +50,7 @@ pub use message::{
     ConnectionInfo, Message, PublishAck, SubscribeAck, Subscription, UnsubscribeAck,
 };
 pub use options::{ConnectOptions, Direction, PacketObserver, Reconnect, Will};
+pub use tls::{TlsConnector, TlsOptions};
 pub use transport::{Connector, TcpConnector};
 
 pub use midge_proto::{

@@ -140,6 +140,17 @@ impl ConnectOptions {
         Self::with_connector(TcpConnector::new(host, port))
     }
 
+    /// Like [`new`](Self::new), over TLS (see [`TlsOptions`](crate::TlsOptions)).
+    pub fn new_tls(
+        host: impl Into<String>,
+        port: u16,
+        tls: &crate::TlsOptions,
+    ) -> Result<Self, crate::tls::TlsError> {
+        let connector =
+            crate::TlsConnector::new(TcpConnector::new(host, port), tls.client_config()?)?;
+        Ok(Self::with_connector(connector))
+    }
+
     /// Like [`new`](Self::new), over any transport.
     pub fn with_connector(connector: impl Connector) -> Self {
         ConnectOptions {

@@ -2,10 +2,10 @@
 //! `AsyncRead + AsyncWrite`.
 //!
 //! The event loop knows nothing of TCP: it asks its connector for a fresh stream at each
-//! (re)connection. [`TcpConnector`] is the one built in. TLS and WebSocket will be further
-//! connectors (wrapping a `TcpStream` in `tokio_rustls::client::TlsStream`, or a
-//! tungstenite stream adapted to bytes) once the broker speaks them; until then a user can
-//! plug their own with [`ConnectOptions::with_connector`](crate::ConnectOptions::with_connector).
+//! (re)connection. [`TcpConnector`] and [`TlsConnector`](crate::TlsConnector) are built
+//! in. WebSocket will be a further connector (a tungstenite stream adapted to bytes) once
+//! the broker speaks it; until then a user can plug their own with
+//! [`ConnectOptions::with_connector`](crate::ConnectOptions::with_connector).
 //! Tests use [`tokio::io::duplex`] through the same trait to play the server.
 
 use std::future::Future;
