@@ -637,3 +637,103 @@ fn help_lists_every_flag() {
         );
     }
 }
+
+/// A CA and a server certificate for localhost / 127.0.0.1, written to `dir`; returns
+/// the CA file's path.
+fn write_tls_files(dir: &std::path::Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "midge test CA");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+    let key = KeyPair::generate().expect("key");
+    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("params");
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = server
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .expect("signed");
+    std::fs::write(dir.join("ca.pem"), ca_pem).expect("write");
+    std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+    dir.join("ca.pem").to_str().expect("utf-8").to_string()
+}
+
+/// A broker with one TLS listener (Mosquitto's certfile/keyfile, read by Midge too).
+fn tls_broker(kind: Kind) -> (Broker, String) {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cafile = write_tls_files(dir.path());
+    let conf = dir.path().join("broker.conf");
+    let d = dir.path().display();
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+        ),
+    )
+    .expect("conf");
+    let conf = conf.to_str().expect("utf-8 path").to_string();
+    let proc = match kind {
+        Kind::Midge => Proc::spawn(MIDGE, &["-c", &conf]),
+        Kind::Mosquitto => Proc::spawn("/usr/sbin/mosquitto", &["-c", &conf]),
+    };
+    wait_for_port(port);
+    let broker = Broker {
+        port,
+        _proc: proc,
+        _dir: dir,
+    };
+    (broker, cafile)
+}
+
+#[test]
+fn tls_both_ways_with_mosquitto_tools() {
+    for kind in [Kind::Midge, Kind::Mosquitto] {
+        let (b, cafile) = tls_broker(kind);
+        let port = b.port.to_string();
+        let tls = ["-h", "localhost", "-p", &port, "--cafile", &cafile];
+
+        let mut args = tls.to_vec();
+        args.extend(["-t", "tls/in", "-d", "-C", "1", "-q", "1"]);
+        let sub = mosquitto_sub(&args);
+        sub.wait_for("Subscribed (mid: 1)");
+        let mut args = tls.to_vec();
+        args.extend(["-t", "tls/in", "-m", "over tls", "-q", "1"]);
+        let out = midge("pub", &args);
+        assert!(out.status.success(), "{kind:?}: {}", text(&out.stderr));
+        assert_eq!(sub.wait_for("over tls"), "over tls");
+
+        let mut args = vec!["sub"];
+        args.extend(tls);
+        args.extend(["-t", "tls/out", "-d", "-C", "1", "-v"]);
+        let sub = Proc::spawn(MIDGE, &args);
+        sub.wait_for("Subscribed (mid: 1)");
+        let mut args = tls.to_vec();
+        args.extend(["-t", "tls/out", "-m", "back"]);
+        let out = run("mosquitto_pub", &args, None);
+        assert!(out.status.success(), "{kind:?}: {}", text(&out.stderr));
+        assert_eq!(sub.wait_for("back"), "tls/out back");
+    }
+}
+
+#[test]
+fn tls_flag_errors() {
+    let out = midge("pub", &["-t", "a", "-m", "b", "--cert", "c.pem"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr)
+        .starts_with("Error: Both certfile and keyfile must be provided if one of them is set.\n"));
+    let out = midge(
+        "pub",
+        &["-t", "a", "-m", "b", "--cafile", "/nonexistent/ca.pem"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "Error: Problem setting TLS options: File not found.\n"
+    );
+}

@@ -91,6 +91,28 @@ pub struct Config {
     pub unsub_topics: Vec<String>,
     pub response_topic: Option<String>,
     pub props: PropertySets,
+    pub tls: TlsFlags,
+}
+
+/// `--cafile`, `--capath`, `--cert`, `--key`, `--insecure`, `--tls-version`,
+/// `--tls-use-os-certs`, `--tls-alpn`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFlags {
+    pub cafile: Option<String>,
+    pub capath: Option<String>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+    pub insecure: bool,
+    pub version: Option<String>,
+    pub use_os_certs: bool,
+    pub alpn: Option<String>,
+}
+
+impl TlsFlags {
+    /// Whether the connection uses TLS at all.
+    pub fn enabled(&self) -> bool {
+        self.cafile.is_some() || self.capath.is_some() || self.use_os_certs
+    }
 }
 
 impl Config {
@@ -144,12 +166,14 @@ impl Config {
             unsub_topics: Vec::new(),
             response_topic: None,
             props: PropertySets::default(),
+            tls: TlsFlags::default(),
         }
     }
 
-    /// The port to connect to (1883: TLS is not available yet).
+    /// The port to connect to: 1883, or 8883 with a CA file or directory (TLS).
     pub fn port(&self) -> u16 {
-        self.port.unwrap_or(1883)
+        let tls = self.tls.cafile.is_some() || self.tls.capath.is_some();
+        self.port.unwrap_or(if tls { 8883 } else { 1883 })
     }
 }
 
@@ -416,22 +440,23 @@ fn parse_one(cfg: &mut Config, args: &[String], i: &mut usize) -> Result<(), Sto
             cfg.session_expiry = Some(parse_session_expiry(v)?);
         }
         "--json" if is_sub => cfg.json = true,
-        "--cafile"
-        | "--capath"
-        | "--cert"
-        | "--key"
-        | "--insecure"
-        | "--ciphers"
-        | "--tls-version"
-        | "--tls-alpn"
-        | "--tls-use-os-certs"
+        "--cafile" => cfg.tls.cafile = Some(value(args, i, "file")?.into()),
+        "--capath" => cfg.tls.capath = Some(value(args, i, "directory")?.into()),
+        "--cert" => cfg.tls.certfile = Some(value(args, i, "file")?.into()),
+        "--key" => cfg.tls.keyfile = Some(value(args, i, "file")?.into()),
+        "--insecure" => cfg.tls.insecure = true,
+        "--tls-version" => cfg.tls.version = Some(value(args, i, "version")?.into()),
+        "--tls-use-os-certs" => cfg.tls.use_os_certs = true,
+        "--tls-alpn" => cfg.tls.alpn = Some(value(args, i, "protocol")?.into()),
+        "--ciphers"
         | "--psk"
         | "--psk-identity"
         | "--keyform"
         | "--tls-engine"
         | "--tls-engine-kpass-sha1" => {
             return Err(err(format!(
-                "Error: {flag}: TLS is not supported yet (the Midge broker does not serve it yet).\n"
+                "Error: {flag} is not supported by midge {} (rustls chooses the cipher suites; no TLS-PSK or engines).\n",
+                tool.name()
             )));
         }
         "--unix" | "--proxy" | "--ws" => {
@@ -501,9 +526,11 @@ fn parse_url(cfg: &mut Config, url: &str) -> Result<(), Stop> {
     let rest = if lower.starts_with("mqtt://") {
         cfg.port = Some(1883);
         &url[7..]
-    } else if lower.starts_with("mqtts://") || lower.starts_with("wss://") {
-        return Err(err("Error: TLS support not available.\n\n"));
-    } else if lower.starts_with("ws://") {
+    } else if lower.starts_with("mqtts://") {
+        cfg.port = Some(8883);
+        cfg.tls.use_os_certs = true;
+        &url[8..]
+    } else if lower.starts_with("ws://") || lower.starts_with("wss://") {
         return Err(err("Error: WebSocket support not available.\n\n"));
     } else {
         return Err(err("Error: Unsupported URL scheme.\n\n"));
@@ -547,6 +574,11 @@ fn finish(mut cfg: Config) -> Result<Config, Stop> {
     }
     if cfg.will_retain && cfg.will_topic.is_none() {
         return Err(err("Error: Will retain given, but no will topic given.\n"));
+    }
+    if cfg.tls.certfile.is_some() != cfg.tls.keyfile.is_some() {
+        return Err(err(
+            "Error: Both certfile and keyfile must be provided if one of them is set.\n",
+        ));
     }
     let no_id = cfg.id_prefix.is_some() || cfg.id.is_none();
     if cfg.protocol.is_v5() {

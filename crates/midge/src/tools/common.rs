@@ -2,8 +2,10 @@
 //! connecting, Mosquitto-style error messages and exit codes, and `-d` debug lines.
 
 use super::args::{Config, Stop, Tool};
+use midge_client::tls::{TlsError, TlsVersion};
 use midge_client::{
-    Client, ConnectOptions, Direction, Error, Messages, Packet, TcpConnector, Will,
+    Client, ConnectOptions, Direction, Error, Messages, Packet, TcpConnector, TlsConnector,
+    TlsOptions, Will,
 };
 use std::io::Write;
 use std::process::ExitCode;
@@ -62,7 +64,12 @@ pub fn connect_options(cfg: &Config, debug: Option<Debug>) -> Result<ConnectOpti
             .map_err(|_| format!("Error: Invalid bind address '{addr}'.\n"))?;
         connector.bind_address = Some(std::net::SocketAddr::new(ip, 0));
     }
-    let mut options = ConnectOptions::with_connector(connector)
+    let mut options = if cfg.tls.enabled() {
+        ConnectOptions::with_connector(tls_connector(cfg, connector)?)
+    } else {
+        ConnectOptions::with_connector(connector)
+    };
+    options = options
         .protocol(cfg.protocol)
         .client_id(client_id(cfg))
         .clean_start(cfg.clean_session)
@@ -100,6 +107,36 @@ pub fn connect_options(cfg: &Config, debug: Option<Debug>) -> Result<ConnectOpti
         options = options.observe_packets(move |direction, packet| debug.packet(direction, packet));
     }
     Ok(options)
+}
+
+/// TLS from the `--cafile`... flags, with Mosquitto's messages for bad options.
+fn tls_connector(cfg: &Config, tcp: TcpConnector) -> Result<TlsConnector, String> {
+    let flags = &cfg.tls;
+    let version = match flags.version.as_deref() {
+        None => TlsVersion::Any,
+        Some("tlsv1.2") => TlsVersion::Tls12,
+        Some("tlsv1.3") => TlsVersion::Tls13,
+        Some(_) => {
+            return Err("Error: Problem setting TLS options, check the options are valid.\n".into())
+        }
+    };
+    let options = TlsOptions {
+        ca_file: flags.cafile.as_ref().map(Into::into),
+        ca_path: flags.capath.as_ref().map(Into::into),
+        use_os_certs: flags.use_os_certs,
+        cert_file: flags.certfile.as_ref().map(Into::into),
+        key_file: flags.keyfile.as_ref().map(Into::into),
+        insecure: flags.insecure,
+        version,
+        alpn: flags.alpn.iter().map(|a| a.as_bytes().to_vec()).collect(),
+    };
+    let config = options.client_config().map_err(|e| match e {
+        TlsError::File { .. } => {
+            "Error: Problem setting TLS options: File not found.\n".to_string()
+        }
+        other => format!("Error: Problem setting TLS options: {other}.\n"),
+    })?;
+    TlsConnector::new(tcp, config).map_err(|e| format!("Error: {e}.\n"))
 }
 
 /// Connects, or prints Mosquitto's message for the failure and gives its exit code.

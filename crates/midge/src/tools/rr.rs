@@ -47,7 +47,7 @@ Usage: midge rr {[-h host] [-p port] [-u username] [-P password] -t topic | -L U
  -m : request payload to send.
  -n : send a null (zero length) request.
  -N : do not add an end of line character when printing the payload.
- -p : network port to connect to. Defaults to 1883.
+ -p : network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS.
  -P : provide a password
  -q : quality of service level to use for communications. Defaults to 0.
  -R : do not print stale messages (those with retain set).
@@ -65,6 +65,8 @@ Usage: midge rr {[-h host] [-p port] [-u username] [-P password] -t topic | -L U
             JSON output format option.
  --quiet : don't print error messages.
  --will-payload, --will-qos, --will-retain, --will-topic : the client's Will, as for midge pub.
+ --cafile, --capath, --cert, --key, --insecure, --tls-version, --tls-use-os-certs,
+ --tls-alpn : TLS, as for midge pub.
 
 See docs/tools.md for more information.
 ";

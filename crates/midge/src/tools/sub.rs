@@ -23,6 +23,8 @@ Usage: midge sub {[-h host] [-p port] [-u username] [-P password] -t topic | -L 
                  [-d] [-N] [--quiet] [-v]
                  [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]
                  [-V protocol-version]
+                 [{--cafile file | --capath dir} [--cert file] [--key file] [--insecure]
+                   [--tls-version version] [--tls-alpn protocol] [--tls-use-os-certs]]
                  [-D command identifier value]
        midge sub --help
 
@@ -54,9 +56,9 @@ Usage: midge sub {[-h host] [-p port] [-u username] [-P password] -t topic | -L 
       broker is using the clientid_prefixes option.
  -k : keep alive in seconds for this client. Defaults to 60.
  -L : specify user, password, hostname, port and topic as a URL in the form:
-      mqtt://[username[:password]@]host[:port]/topic
+      mqtt(s)://[username[:password]@]host[:port]/topic
  -N : do not add an end of line character when printing the payload.
- -p : network port to connect to. Defaults to 1883.
+ -p : network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS.
  -P : provide a password
  -q : quality of service level to use for the subscription. Defaults to 0.
  -R : do not print stale messages (those with retain set).
@@ -94,8 +96,20 @@ Usage: midge sub {[-h host] [-p port] [-u username] [-P password] -t topic | -L 
  --will-qos : QoS level for the client Will.
  --will-retain : if given, make the client Will retained.
  --will-topic : the topic on which to publish the client Will.
- --cafile, --capath, --cert, --key, --insecure, --tls-version, --ciphers :
-      TLS options: not available yet (the Midge broker does not serve TLS yet).
+ --cafile : path to a file containing trusted CA certificates to enable encrypted
+            communication.
+ --capath : path to a directory containing trusted CA certificates to enable encrypted
+            communication.
+ --cert : client certificate for authentication, if required by server.
+ --key : client private key for authentication, if required by server.
+ --tls-version : TLS protocol version, can be one of tlsv1.3 or tlsv1.2.
+                 Defaults to either (the newest the broker speaks).
+ --tls-use-os-certs : Load and trust OS provided CA certificates.
+ --tls-alpn : TLS application layer protocol to offer.
+ --insecure : do not check that the server certificate hostname matches the remote
+              hostname. Using this option means that you cannot be sure that the
+              remote host is the server you wish to connect to and so is insecure.
+              Do not use this option in a production environment.
 
 See docs/tools.md for more information.
 ";
