@@ -577,28 +577,23 @@ impl EventLoop {
         self.shared
             .set_info(ConnectionInfo::new(connack, self.client_id.clone()));
         let present = connack.session_present;
+        // What was in flight on the old connection, before anything new is started.
+        let resend = self.session.ids_in_send_order();
         if !present {
             // The server forgot the QoS 2 exchanges it started: our half goes too.
             self.session.inbound_qos2.clear();
-            let restore: Vec<Command> = std::mem::take(&mut self.session.subscriptions)
-                .into_iter()
-                .map(|(sub, properties)| {
-                    Command::Subscribe(
-                        Subscribe {
-                            packet_id: 0,
-                            filters: vec![(sub.filter, sub.options)],
-                            properties,
-                        },
-                        None,
-                    )
-                })
-                .collect();
-            for command in restore.into_iter().rev() {
-                self.pending.push_front(command);
+            // Subscribe again first, so that resent messages find their subscribers.
+            for (sub, properties) in std::mem::take(&mut self.session.subscriptions) {
+                let packet = Subscribe {
+                    packet_id: 0,
+                    filters: vec![(sub.filter, sub.options)],
+                    properties,
+                };
+                self.start_subscribe(link, packet, None);
             }
         }
         let use_aliases = self.options.outgoing_topic_aliases;
-        for id in self.session.ids_in_send_order() {
+        for id in resend {
             let Some((_, op)) = self.session.outgoing.get(&id) else {
                 continue;
             };
