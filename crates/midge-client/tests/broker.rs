@@ -369,3 +369,77 @@ async fn reconnects_after_a_broker_restart_and_delivers_what_was_buffered() {
     let m = next(&mut messages).await;
     assert_eq!(m.payload, "after restart".as_bytes());
 }
+
+#[tokio::test]
+async fn broker_respects_our_maximum_packet_size() {
+    let (_broker, port) = broker().await;
+    let opts = options(port, ProtocolVersion::V5, "small").maximum_packet_size(128);
+    let (client, mut messages) = Client::connect(opts).await.expect("connects");
+    client
+        .subscribe("size/#", QoS::AtLeastOnce)
+        .await
+        .expect("suback");
+    let (publisher, _) = connect(port, ProtocolVersion::V5, "big").await;
+    publisher
+        .publish("size/big", vec![b'x'; 500], QoS::AtLeastOnce, false)
+        .await
+        .expect("acked");
+    publisher
+        .publish("size/small", "fits", QoS::AtLeastOnce, false)
+        .await
+        .expect("acked");
+    // The large message is dropped for us [MQTT-3.1.2-25]; the connection stays up.
+    let m = next(&mut messages).await;
+    assert_eq!(m.payload, "fits".as_bytes());
+    assert!(messages.close_reason().is_none());
+}
+
+#[tokio::test]
+async fn subscription_options_and_identifiers() {
+    let (_broker, port) = broker().await;
+    let (client, mut messages) = connect(port, ProtocolVersion::V5, "opts").await;
+    let properties = Properties {
+        subscription_identifiers: vec![7],
+        ..Properties::default()
+    };
+    client
+        .subscribe_many(
+            [Subscription::new("mine/#", QoS::AtLeastOnce).no_local(true)],
+            properties,
+        )
+        .await
+        .expect("suback");
+    let rap = Properties {
+        subscription_identifiers: vec![9],
+        ..Properties::default()
+    };
+    client
+        .subscribe_many(
+            [Subscription::new("kept/#", QoS::AtLeastOnce).retain_as_published(true)],
+            rap,
+        )
+        .await
+        .expect("suback");
+    // No local: our own message on mine/ does not come back.
+    client
+        .publish("mine/1", "own", QoS::AtLeastOnce, false)
+        .await
+        .expect("acked");
+    let (other, _) = connect(port, ProtocolVersion::V5, "other").await;
+    other
+        .publish("mine/2", "theirs", QoS::AtLeastOnce, false)
+        .await
+        .expect("acked");
+    let m = next(&mut messages).await;
+    assert_eq!(m.payload, "theirs".as_bytes());
+    assert_eq!(m.properties.subscription_identifiers, vec![7]);
+    // Retain as published: a live retained message keeps its flag.
+    other
+        .publish("kept/1", "flagged", QoS::AtLeastOnce, true)
+        .await
+        .expect("acked");
+    let m = next(&mut messages).await;
+    assert_eq!(m.payload, "flagged".as_bytes());
+    assert!(m.retain);
+    assert_eq!(m.properties.subscription_identifiers, vec![9]);
+}
