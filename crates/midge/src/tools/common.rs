@@ -15,18 +15,27 @@ use std::time::Duration;
 /// Mosquitto's `MOSQ_ERR_TIMEOUT`: the exit code after `-W`.
 pub const EXIT_TIMEOUT: u8 = 27;
 
+/// Writes to standard output, ignoring a closed pipe (`midge pub --help | head`), where
+/// `print!` would panic.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
 /// Prints what parsing stopped on, as Mosquitto's tools do, and gives the exit code.
 pub fn report_stop(tool: Tool, stop: Stop, usage: &str) -> ExitCode {
     match stop {
         Stop::Help => {
-            print!("{usage}");
+            out(usage);
         }
         Stop::Version => {
-            println!(
-                "midge {} version {}",
+            out(&format!(
+                "midge {} version {}\n",
                 tool.name(),
                 env!("CARGO_PKG_VERSION")
-            );
+            ));
             return ExitCode::SUCCESS;
         }
         Stop::Error { message, hint } => {
@@ -36,7 +45,7 @@ pub fn report_stop(tool: Tool, stop: Stop, usage: &str) -> ExitCode {
             }
         }
         Stop::UsageError(message) => {
-            print!("{usage}");
+            out(usage);
             eprint!("{message}");
         }
     }
@@ -321,7 +330,7 @@ impl Debug {
 
     /// A line of its own (such as "Subscribed (mid: 1): 0").
     pub fn line(&self, text: &str) {
-        println!("{text}");
+        out(&format!("{text}\n"));
     }
 }
 
