@@ -167,7 +167,7 @@ fn text(bytes: &[u8]) -> String {
 fn midge_sub_receives_from_mosquitto_pub(kind: Kind) {
     let b = broker(kind, true);
     let port = b.port.to_string();
-    for version in ["311", "5"] {
+    for version in ["31", "311", "5"] {
         let topic = format!("interop/{version}");
         let sub = Proc::spawn(
             MIDGE,
@@ -213,7 +213,8 @@ fn midge_sub_receives_from_mosquitto_pub(kind: Kind) {
 fn midge_pub_reaches_mosquitto_sub(kind: Kind) {
     let b = broker(kind, true);
     let port = b.port.to_string();
-    for qos in ["0", "1", "2"] {
+    // Each QoS with another protocol version of midge pub.
+    for (qos, version) in [("0", "31"), ("1", "311"), ("2", "5")] {
         let sub = mosquitto_sub(&[
             "-p",
             &port,
@@ -239,6 +240,8 @@ fn midge_pub_reaches_mosquitto_sub(kind: Kind) {
                 "hi there",
                 "-q",
                 qos,
+                "-V",
+                version,
             ],
         );
         assert!(out.status.success(), "midge pub: {}", text(&out.stderr));

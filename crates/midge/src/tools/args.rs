@@ -580,6 +580,12 @@ fn finish(mut cfg: Config) -> Result<Config, Stop> {
             "Error: Both certfile and keyfile must be provided if one of them is set.\n",
         ));
     }
+    if !cfg.clean_session && cfg.id.as_deref() == Some("") {
+        return Err(Stop::Error {
+            message: "Error: Invalid id.\n".into(),
+            hint: false,
+        });
+    }
     let no_id = cfg.id_prefix.is_some() || cfg.id.is_none();
     if cfg.protocol.is_v5() {
         if !cfg.clean_session && cfg.session_expiry.is_none() {
@@ -834,6 +840,17 @@ mod tests {
             "Error: All of topic, message, and response topic must be supplied.\n"
         );
         assert!(error_of(Tool::Sub, "-t a -R --retained-only").contains("makes no sense"));
+        let empty_id = parse(
+            Tool::Pub,
+            &["-t", "a", "-m", "x", "-c", "-i", ""].map(String::from),
+        );
+        assert_eq!(
+            empty_id.unwrap_err(),
+            Stop::Error {
+                message: "Error: Invalid id.\n".into(),
+                hint: false
+            }
+        );
         assert_eq!(parse(Tool::Pub, &args("--help")).unwrap_err(), Stop::Help);
     }
 

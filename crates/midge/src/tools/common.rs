@@ -54,11 +54,15 @@ pub fn report_stop(tool: Tool, stop: Stop, usage: &str) -> ExitCode {
 }
 
 /// The client identifier to connect with: `-i`, `-I` + process id, or empty (the broker
-/// assigns one, as Mosquitto 2's tools let it).
+/// assigns one, as Mosquitto 2's tools let it). MQTT 3.1 has no assigned identifiers
+/// (1 to 23 characters), so there the tool makes one up, as libmosquitto does.
 pub fn client_id(cfg: &Config) -> String {
     match (&cfg.id, &cfg.id_prefix) {
         (Some(id), _) => id.clone(),
         (None, Some(prefix)) => format!("{prefix}{}", std::process::id()),
+        (None, None) if cfg.protocol == midge_client::ProtocolVersion::V31 => {
+            format!("midge_{}_{}", cfg.tool.name(), std::process::id())
+        }
         (None, None) => String::new(),
     }
 }
