@@ -172,7 +172,10 @@ async fn load_payload(cfg: &Config) -> Result<Option<Bytes>, ExitCode> {
 struct Publisher<'a> {
     cfg: &'a Config,
     client: Client,
-    in_flight: VecDeque<PendingAck<PublishAck>>,
+    /// With the number of each message (Mosquitto's message id in simple cases), for
+    /// "Warning: Publish 3 failed: ...".
+    in_flight: VecDeque<(u32, PendingAck<PublishAck>)>,
+    sent: u32,
 }
 
 impl<'a> Publisher<'a> {
@@ -181,6 +184,7 @@ impl<'a> Publisher<'a> {
             cfg,
             client,
             in_flight: VecDeque::new(),
+            sent: 0,
         }
     }
 
@@ -219,10 +223,11 @@ impl<'a> Publisher<'a> {
             .retain(self.cfg.retain)
             .properties(self.cfg.props.publish.clone());
         let ack = self.client.start_publish(message).await?;
+        self.sent = self.sent.wrapping_add(1);
         if self.cfg.qos == QoS::AtMostOnce {
-            return settle(self.cfg, ack.await);
+            return settle(self.cfg, self.sent, ack.await);
         }
-        self.in_flight.push_back(ack);
+        self.in_flight.push_back((self.sent, ack));
         while self.in_flight.len() >= usize::from(self.cfg.max_inflight) {
             self.wait_oldest().await?;
         }
@@ -231,7 +236,7 @@ impl<'a> Publisher<'a> {
 
     async fn wait_oldest(&mut self) -> Result<(), Error> {
         match self.in_flight.pop_front() {
-            Some(ack) => settle(self.cfg, ack.await),
+            Some((n, ack)) => settle(self.cfg, n, ack.await),
             None => Ok(()),
         }
     }
@@ -245,12 +250,12 @@ impl<'a> Publisher<'a> {
 }
 
 /// A refused publish is a warning (the others go on); a lost connection ends the run.
-fn settle(cfg: &Config, result: Result<PublishAck, Error>) -> Result<(), Error> {
+fn settle(cfg: &Config, n: u32, result: Result<PublishAck, Error>) -> Result<(), Error> {
     match result {
         Ok(_) => Ok(()),
         Err(Error::PublishRefused { reason_code, .. }) => {
             if !cfg.quiet {
-                eprintln!("Warning: Publish failed: {}.", reason_code.name());
+                eprintln!("Warning: Publish {n} failed: {}.", reason_code.name());
             }
             Ok(())
         }
