@@ -300,8 +300,15 @@ impl<T> Future for PendingAck<T> {
 }
 
 /// Messages received on the client's subscriptions, in order. Also a
-/// [`Stream`](futures_core::Stream). Ends when the client stops; [`close_reason`]
-/// (Self::close_reason) then says why.
+/// [`Stream`](futures_core::Stream). Ends when the client stops;
+/// [`close_reason`](Self::close_reason) then says why.
+///
+/// Messages are acknowledged (PUBACK, PUBREC) once they are in this buffer
+/// ([`ConnectOptions::incoming_buffer`](crate::ConnectOptions::incoming_buffer) long).
+/// When it is full the client stops reading from the socket until the application
+/// catches up, so a slow reader slows the server down rather than growing memory.
+/// Dropping `Messages` is fine for a client that only publishes: what arrives is then
+/// acknowledged and discarded.
 pub struct Messages {
     rx: mpsc::Receiver<Message>,
     shared: Arc<Shared>,

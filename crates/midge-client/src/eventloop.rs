@@ -97,7 +97,13 @@ impl EventLoop {
                 let _ = done.send(());
                 return LinkEnd::Closed;
             }
-            let deadline = link.keep_alive_deadline();
+            // While a message waits for the application we do not read, so a PINGRESP
+            // could not be seen: do not count it against the server then.
+            let deadline = if self.held.is_some() && link.ping_sent.is_some() {
+                None
+            } else {
+                link.keep_alive_deadline()
+            };
             let far = Instant::now() + Duration::from_secs(86_400);
             let taking = self.pending.is_empty() && link.write_buf.len() < WRITE_HIGH_WATER;
             // A clone, so that a permit does not hold `self` borrowed in the handlers.

@@ -585,3 +585,37 @@ async fn gives_up_after_max_attempts() {
     assert!(messages.recv().await.is_none());
     assert!(matches!(messages.close_reason(), Some(Error::Io(_))));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_holds_back_acknowledgements_not_memory() {
+    let (options, mut listener) = fake();
+    let options = options
+        .incoming_buffer(1)
+        .keep_alive(Duration::from_secs(5));
+    let (_client, mut messages, mut server) =
+        connect_to(options, &mut listener, connack(Properties::default())).await;
+    for id in 1..=3 {
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "t".into(),
+            packet_id: id,
+            payload: id.to_string().into(),
+            ..Publish::default()
+        };
+        server.send(Packet::Publish(publish)).await;
+    }
+    // The first fits in the buffer and is acknowledged; the second waits for the reader.
+    assert_eq!(server.recv().await, Packet::PubAck(PubResp::new(1)));
+    // Keep-alive goes on meanwhile, and a PINGRESP that cannot be read is not held
+    // against the server.
+    assert_eq!(server.recv().await, Packet::PingReq);
+    server.send(Packet::PingResp).await;
+    server.expect_silence().await;
+    for id in 1..=3u16 {
+        let m = messages.recv().await.expect("message");
+        assert_eq!(m.payload, id.to_string().as_bytes());
+        if id < 3 {
+            assert_eq!(server.recv().await, Packet::PubAck(PubResp::new(id + 1)));
+        }
+    }
+}
