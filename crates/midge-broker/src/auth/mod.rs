@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod password;
+pub mod scram;
 
 pub use acl::{AclFile, AllowAll, ClientInfo, SubscribeCheck};
 pub use password::{HashKind, PasswordFile, PasswordHash};
