@@ -27,7 +27,7 @@
 mod file;
 mod saslprep;
 
-pub use file::ScramFile;
+pub use file::{EntryError, ScramFile};
 pub use saslprep::{saslprep, ProhibitedCharacter};
 
 use base64::engine::general_purpose::STANDARD;

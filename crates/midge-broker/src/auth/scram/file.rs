@@ -4,12 +4,23 @@
 //! A separate file from the `password_file` because Mosquitto's hashes cannot give SCRAM
 //! keys. Loading is pure, like the password file's, so [`Reloadable`] reloads it on SIGHUP.
 
-use super::{saslprep, DecoyShape, ScramCredentialSource, ScramCredentials, METHOD};
+use super::{
+    saslprep, DecoyShape, ProhibitedCharacter, ScramCredentialSource, ScramCredentials, METHOD,
+};
 use crate::auth::{AuthFileError, LoadFile, Reloadable};
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// Why [`ScramFile::entry`] cannot make a line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("username must be non-empty, without ':', without surrounding blanks, and unchanged by SASLprep")]
+    Username,
+    #[error("password: {0}")]
+    Password(#[from] ProhibitedCharacter),
+}
 
 /// A loaded SCRAM credentials file.
 #[derive(Debug, Clone)]
@@ -71,6 +82,20 @@ impl ScramFile {
     /// The line for `username` (SASLprepped by the caller, without `:`) with `credentials`.
     pub fn line(username: &str, credentials: &ScramCredentials) -> String {
         format!("{username}:{credentials}")
+    }
+
+    /// A new line for `username` with `password`: checks the username can be stored and
+    /// read back, SASLpreps the password, draws a salt and derives the keys (slow: PBKDF2).
+    pub fn entry(username: &str, password: &str, iterations: u32) -> Result<String, EntryError> {
+        let storable = !username.is_empty()
+            && !username.contains(':')
+            && username.trim() == username
+            && saslprep(username).is_ok_and(|p| p == username);
+        if !storable {
+            return Err(EntryError::Username);
+        }
+        let credentials = ScramCredentials::generate(password, iterations)?;
+        Ok(Self::line(username, &credentials))
     }
 
     /// Things worth a log line that did not stop the load (duplicate users).
@@ -222,6 +247,23 @@ mod tests {
                 salt_len: 16
             }
         );
+    }
+
+    #[test]
+    fn entry_refuses_usernames_that_would_not_read_back() {
+        for bad in ["", "a:b", " a", "a\u{7}", "a\u{00A0}b"] {
+            assert_eq!(
+                ScramFile::entry(bad, "pw", 4096),
+                Err(EntryError::Username),
+                "{bad:?}"
+            );
+        }
+        let line = ScramFile::entry("José", "pw", 4096).unwrap();
+        assert!(parse(&line).unwrap().lookup("José").is_some());
+        assert!(matches!(
+            ScramFile::entry("a", "p\u{0}w", 4096),
+            Err(EntryError::Password(_))
+        ));
     }
 
     #[test]
