@@ -3,12 +3,15 @@
 use crate::auth::{AclFile, AuthFileError, Authenticator, Authorizer, PasswordFile, Reloadable};
 use crate::config::Config;
 use crate::message::{Message, SessionId};
+use crate::persist;
 use crate::retained::RetainedTree;
 use crate::router::{RouteScratch, Router, SubKey};
+use crate::session::SessionState;
 use crate::session::{SessionCell, Sessions};
 use crate::sys::Stats;
 use crate::tls::TlsListener;
 use midge_proto::{topic, ByteStr, Properties, QoS};
+use midge_store::{CommitTicket, Op, SessionRecord, SessionStore, WillRecord};
 use parking_lot::RwLock;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +25,8 @@ use tokio::time::Instant;
 pub enum StartError {
     #[error(transparent)]
     Security(#[from] AuthFileError),
+    #[error("store: {0}")]
+    Store(#[source] midge_store::StoreError),
     #[error("listener {addr}: {source}")]
     Tls {
         addr: SocketAddr,
@@ -99,6 +104,8 @@ impl Security {
 pub struct BrokerInner {
     pub config: Config,
     pub security: Security,
+    /// Durable state, when persistence is on.
+    pub store: Option<Arc<dyn SessionStore>>,
     pub router: Router,
     pub retained: RwLock<RetainedTree<Arc<Message>>>,
     pub sessions: Sessions,
@@ -113,10 +120,16 @@ pub struct BrokerInner {
 }
 
 impl BrokerInner {
-    pub fn new(config: Config, security: Security, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        config: Config,
+        security: Security,
+        store: Option<Arc<dyn SessionStore>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         BrokerInner {
             config,
             security,
+            store,
             router: Router::new(),
             retained: RwLock::new(RetainedTree::new()),
             sessions: Sessions::default(),
@@ -207,6 +220,78 @@ impl BrokerInner {
         self.router.route(msg, scratch)
     }
 
+    /// Publishes, then writes what the store must keep of it: the message for every
+    /// persistent session it was queued for, the retained message, and `extra` (the
+    /// inbound QoS 2 packet identifier). The ticket resolves when that is durable: only
+    /// then may the publisher be acknowledged.
+    pub fn publish_durable(
+        &self,
+        msg: &Arc<Message>,
+        scratch: &mut RouteScratch,
+        extra: Option<Op>,
+    ) -> (usize, Option<CommitTicket>) {
+        let n = self.publish(msg, scratch);
+        let Some(store) = &self.store else {
+            return (n, None);
+        };
+        let mut ops = Vec::new();
+        let retained = msg.retain && self.config.retain_available && !msg.topic.starts_with("$SYS");
+        if !scratch.durable.is_empty() || (retained && !msg.payload.is_empty()) {
+            let record = persist::message_record(msg);
+            if retained && !msg.payload.is_empty() {
+                ops.push(Op::PutRetained {
+                    topic: msg.topic.clone(),
+                    message: record.clone(),
+                });
+            }
+            if !scratch.durable.is_empty() {
+                ops.push(Op::Enqueue {
+                    message_id: store.next_message_id(),
+                    message: record,
+                    deliveries: std::mem::take(&mut scratch.durable),
+                });
+            }
+        }
+        if retained && msg.payload.is_empty() {
+            ops.push(Op::DeleteRetained {
+                topic: msg.topic.clone(),
+            });
+        }
+        ops.extend(extra);
+        if ops.is_empty() {
+            return (n, None);
+        }
+        (n, Some(store.commit(ops)))
+    }
+
+    /// Writes `ops` without waiting: losing them in a crash only causes a resend.
+    pub fn commit_detached(&self, ops: Vec<Op>) {
+        if let Some(store) = &self.store {
+            drop(store.commit(ops));
+        }
+    }
+
+    /// Writes `ops` and returns the ticket (or `None` without a store).
+    pub fn commit(&self, ops: Vec<Op>) -> Option<CommitTicket> {
+        self.store.as_ref().map(|s| s.commit(ops))
+    }
+
+    /// The stored form of a session.
+    pub fn session_record(
+        &self,
+        st: &SessionState,
+        protocol: u8,
+        disconnected: bool,
+    ) -> SessionRecord {
+        SessionRecord {
+            expiry_interval: st
+                .expiry
+                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
+            disconnected_at: disconnected.then(persist::now_millis),
+            protocol_level: protocol,
+        }
+    }
+
     /// A retained message with an empty payload deletes the retained message of its
     /// topic and is not stored [MQTT-3.3.1-6, MQTT-3.3.1-7].
     fn store_retained(&self, msg: &Arc<Message>) {
@@ -256,10 +341,17 @@ impl BrokerInner {
             self.unroute(cell.id, filter);
         }
         self.sessions.remove_if_same(cell);
+        let mut ops = vec![Op::DeleteSession {
+            client: cell.client_id.clone(),
+        }];
         if let Some(will) = will {
             let mut scratch = RouteScratch::default();
-            self.publish(&will, &mut scratch);
+            drop(self.publish_durable(&will, &mut scratch, None));
+            ops.push(Op::DeleteWill {
+                client: cell.client_id.clone(),
+            });
         }
+        self.commit_detached(ops);
     }
 
     /// Removes one subscription (as the session stored it) from the router.
@@ -290,46 +382,84 @@ impl BrokerInner {
         conn_id: u64,
         will: Option<Arc<Message>>,
         will_delay: u32,
+        protocol: u8,
     ) {
-        let (generation, expiry) = {
+        let (generation, expiry, record) = {
             let mut st = cell.state.lock();
             if st.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
                 st.conn = None;
             }
             st.generation += 1;
-            (st.generation, st.expiry)
+            let record = st
+                .persistent
+                .then(|| self.session_record(&st, protocol, true));
+            (st.generation, st.expiry, record)
         };
         cell.detached.notify_waiters();
+        if let Some(session) = record {
+            self.commit_detached(vec![Op::PutSession {
+                client: cell.client_id.clone(),
+                session,
+            }]);
+        }
         let session_ends_now = expiry == Some(Duration::ZERO);
+        let mut delayed_will = None;
         if let Some(will) = will {
-            let delay = Duration::from_secs(u64::from(will_delay));
             if will_delay == 0 || session_ends_now {
                 let mut scratch = RouteScratch::default();
-                self.publish(&will, &mut scratch);
+                drop(self.publish_durable(&will, &mut scratch, None));
             } else {
+                let delay = Duration::from_secs(u64::from(will_delay));
+                let publish_at = persist::now_millis().saturating_add(delay.as_millis() as u64);
+                self.commit_detached(vec![Op::PutWill {
+                    client: cell.client_id.clone(),
+                    will: WillRecord {
+                        message: (*persist::message_record(&will)).clone(),
+                        publish_at,
+                    },
+                }]);
                 cell.state.lock().pending_will = Some(will);
-                // A will whose delay outlasts the session goes when the session ends.
-                if expiry.is_none_or(|e| delay < e) {
-                    let broker = Arc::downgrade(self);
-                    let cell = cell.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let Some(broker) = broker.upgrade() else {
+                delayed_will = Some(delay);
+            }
+        }
+        self.schedule_session_end(cell, generation, expiry, delayed_will);
+    }
+
+    /// Starts the timers of a disconnected session: its delayed will, and its end when
+    /// the expiry runs out. Both act only if the session's generation is unchanged (no
+    /// reconnect in between). A will whose delay outlasts the session goes when the
+    /// session ends.
+    pub fn schedule_session_end(
+        self: &Arc<Self>,
+        cell: &Arc<SessionCell>,
+        generation: u64,
+        expiry: Option<Duration>,
+        will_delay: Option<Duration>,
+    ) {
+        if let Some(delay) = will_delay {
+            if expiry.is_none_or(|e| delay < e) {
+                let broker = Arc::downgrade(self);
+                let cell = cell.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let Some(broker) = broker.upgrade() else {
+                        return;
+                    };
+                    let will = {
+                        let mut st = cell.state.lock();
+                        if st.generation != generation {
                             return;
-                        };
-                        let will = {
-                            let mut st = cell.state.lock();
-                            if st.generation != generation {
-                                return;
-                            }
-                            st.pending_will.take()
-                        };
-                        if let Some(will) = will {
-                            let mut scratch = RouteScratch::default();
-                            broker.publish(&will, &mut scratch);
                         }
-                    });
-                }
+                        st.pending_will.take()
+                    };
+                    if let Some(will) = will {
+                        let mut scratch = RouteScratch::default();
+                        drop(broker.publish_durable(&will, &mut scratch, None));
+                        broker.commit_detached(vec![Op::DeleteWill {
+                            client: cell.client_id.clone(),
+                        }]);
+                    }
+                });
             }
         }
         match expiry {
@@ -352,6 +482,28 @@ impl BrokerInner {
     }
 }
 
+/// Opens the store and loads it (blocking work, off the async threads).
+async fn open_store(
+    p: &crate::config::Persistence,
+) -> Result<(Arc<dyn SessionStore>, midge_store::Recovered), StartError> {
+    let dir = p.data_dir.clone();
+    let durability = p.durability;
+    let opened = tokio::task::spawn_blocking(move || {
+        let store = midge_store::DiskStore::open(&dir, midge_store::StoreOptions { durability })?;
+        let recovered = store.load(std::time::SystemTime::now())?;
+        Ok::<_, midge_store::StoreError>((store, recovered))
+    })
+    .await;
+    match opened {
+        Ok(Ok((store, recovered))) => Ok((Arc::new(store) as Arc<dyn SessionStore>, recovered)),
+        Ok(Err(e)) => Err(StartError::Store(e)),
+        Err(e) => Err(StartError::Store(midge_store::StoreError::Io {
+            path: p.data_dir.clone(),
+            what: format!("opening the store failed: {e}"),
+        })),
+    }
+}
+
 /// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
 pub struct Broker {
     inner: Arc<BrokerInner>,
@@ -367,7 +519,35 @@ impl Broker {
         let listeners = config.listeners.clone();
         let sys_interval = config.sys_interval;
         let security = Security::load(&config)?;
-        let inner = Arc::new(BrokerInner::new(config, security, shutdown_rx));
+        let (store, recovered) = match &config.persistence {
+            Some(p) => {
+                let (store, recovered) = open_store(p).await?;
+                (Some(store), Some(recovered))
+            }
+            None => (None, None),
+        };
+        let inner = Arc::new(BrokerInner::new(
+            config,
+            security,
+            store.clone(),
+            shutdown_rx,
+        ));
+        if let (Some(store), Some(recovered)) = (store, recovered) {
+            let dropped = recovered.dropped;
+            let stats =
+                persist::recover(&inner, store.as_ref(), recovered).map_err(StartError::Store)?;
+            tracing::info!(
+                sessions = stats.sessions,
+                subscriptions = stats.subscriptions,
+                queued = stats.queued,
+                inflight = stats.inflight,
+                retained = stats.retained,
+                wills = stats.wills,
+                expired_sessions = dropped.sessions,
+                expired_messages = dropped.queued_messages,
+                "state recovered"
+            );
+        }
         let mut bound = Vec::new();
         let mut tls_listeners = Vec::new();
         for l in &listeners {

@@ -143,6 +143,17 @@ pub struct Config {
     /// After this many failed logins from one IP address within a minute, each further
     /// refusal from that address is delayed (doubling up to 5 s). 0 = never delay.
     pub auth_failures_before_delay: u32,
+    /// Durable state (sessions, queues, in-flight and retained messages, wills) in an
+    /// embedded store; `None` keeps everything in memory. The library default is `None`;
+    /// the `midge` binary turns it on (`./midge-data`) unless configured otherwise.
+    pub persistence: Option<Persistence>,
+}
+
+/// Where and how durably state is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    pub data_dir: std::path::PathBuf,
+    pub durability: midge_store::Durability,
 }
 
 impl Default for Config {
@@ -188,6 +199,7 @@ impl Default for Config {
             max_connection_rate_per_ip: 0,
             max_inbound_message_rate: 0,
             auth_failures_before_delay: 5,
+            persistence: None,
         }
     }
 }

@@ -59,6 +59,8 @@ pub(crate) struct HeldAck {
     pub packet: Packet,
     pub waiting: Vec<Arc<dyn DeliveryTarget>>,
     pub deadline: Instant,
+    /// The store commit that must be durable first.
+    pub ticket: Option<midge_store::CommitTicket>,
 }
 
 /// Per-connection protocol state. The socket itself stays in [`run`].
@@ -95,6 +97,8 @@ pub(crate) struct Conn {
     pub publish_window: (Instant, u32),
     /// Set while the client is over `max_inbound_message_rate`.
     pub throttle_until: Option<Instant>,
+    /// A store write failed: nothing more can be acknowledged safely.
+    pub store_failed: bool,
     pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
@@ -125,6 +129,7 @@ impl Conn {
             held_acks: VecDeque::new(),
             publish_window: (Instant::now(), 0),
             throttle_until: None,
+            store_failed: false,
             control_rx: None,
         }
     }
@@ -342,8 +347,15 @@ where
         }
         conn.drain_queue(&cell);
         conn.release_held_acks();
+        if conn.store_failed {
+            return Close::Violation(ReasonCode::UNSPECIFIED_ERROR, "store write failed".into());
+        }
         let held = conn.held_ack_wait();
+        let ticket = conn.held_acks.front_mut().and_then(|h| h.ticket.as_mut());
         let room = async {
+            if let Some(ticket) = ticket {
+                return Some(ticket.await);
+            }
             match held {
                 Some((target, deadline)) => {
                     // Enabled before the check, so a wake-up in between is not lost.
@@ -357,8 +369,9 @@ where
                         }
                     }
                 }
-                None => std::future::pending().await,
+                None => std::future::pending::<()>().await,
             }
+            None
         };
         let notified = cell.notify.notified();
         tokio::select! {
@@ -395,7 +408,19 @@ where
                 }
             },
             _ = notified => {}
-            _ = room => {}
+            committed = room => {
+                // The front acknowledgement's commit finished: record it so that
+                // `release_held_acks` does not poll the finished ticket again.
+                if let Some(result) = committed {
+                    if let Some(front) = conn.held_acks.front_mut() {
+                        front.ticket = None;
+                    }
+                    if let Err(e) = result {
+                        tracing::error!(client = %conn.client_id, "store write failed: {e}");
+                        return Close::Violation(ReasonCode::UNSPECIFIED_ERROR, "store write failed".into());
+                    }
+                }
+            }
             _ = &mut ka_sleep, if !keep_alive.is_zero() => {
                 tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
                 return Close::KeepAliveTimeout;
@@ -452,8 +477,13 @@ async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: C
             }
             _ => None,
         };
-        conn.broker
-            .detach(&cell, conn.conn_id, will, conn.will_delay);
+        conn.broker.detach(
+            &cell,
+            conn.conn_id,
+            will,
+            conn.will_delay,
+            conn.version.level(),
+        );
         conn.broker.stats.client_disconnected();
         tracing::info!(client = %conn.client_id, peer = %conn.peer, "client disconnected ({close:?})");
     }

@@ -7,6 +7,7 @@ pub mod config;
 mod connection;
 mod listener;
 pub mod message;
+mod persist;
 mod protocol;
 pub mod retained;
 pub mod router;
@@ -15,4 +16,5 @@ pub mod sys;
 pub mod tls;
 
 pub use broker::{Broker, BrokerInner, StartError};
-pub use config::{Config, ListenerConfig, TlsSettings, TlsVersion};
+pub use config::{Config, ListenerConfig, Persistence, TlsSettings, TlsVersion};
+pub use midge_store::Durability;

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 /// A message waiting in a session's queue for an in-flight slot or for its client.
 #[derive(Debug)]
 pub struct Queued {
+    /// Position in the session's durable queue; 0 when the message is not stored.
+    pub seq: u64,
     pub msg: Arc<Message>,
     pub qos: QoS,
     pub retain: bool,
@@ -108,6 +110,10 @@ pub struct SessionState {
     pub unsent_resends: usize,
     /// The username of the connection attached last (for read access checks).
     pub username: Option<ByteStr>,
+    /// The session outlives its connection and is kept in the store (when there is one).
+    pub persistent: bool,
+    /// Next sequence number of the durable queue (starts at 1).
+    pub next_seq: u64,
 }
 
 impl SessionState {
@@ -162,6 +168,8 @@ pub struct SessionCell {
     stats: Arc<Stats>,
     /// Read access is checked for every message queued (retained ones included).
     acl: Option<Arc<dyn Authorizer>>,
+    /// The broker has a store: persistent sessions number their queued messages.
+    durable: bool,
 }
 
 impl std::fmt::Debug for SessionCell {
@@ -180,9 +188,11 @@ impl SessionCell {
         limits: QueueLimits,
         stats: Arc<Stats>,
         acl: Option<Arc<dyn Authorizer>>,
+        durable: bool,
     ) -> Self {
         SessionCell {
             acl,
+            durable,
             id,
             client_id,
             state: Mutex::new(SessionState::default()),
@@ -201,7 +211,17 @@ impl SessionCell {
     /// the limit) and reported as `Congested`: the publisher then holds back its
     /// acknowledgement until there is room again, so a fast publisher is paced by a slow
     /// subscriber instead of having acknowledged messages dropped.
-    pub fn enqueue(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> Delivery {
+    ///
+    /// When the session is kept in the store, a QoS 1/2 message gets a queue sequence
+    /// number and its store delivery is pushed onto `durable` for the publisher to commit.
+    pub fn enqueue(
+        &self,
+        msg: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+        durable: &mut Vec<midge_store::Delivery>,
+    ) -> Delivery {
         let online;
         let mut status = Delivery::Queued;
         {
@@ -232,7 +252,21 @@ impl SessionCell {
                 status = Delivery::Congested;
             }
             st.queued_bytes += msg.payload.len();
+            let mut seq = 0;
+            if self.durable && st.persistent && qos != QoS::AtMostOnce {
+                st.next_seq = st.next_seq.max(1);
+                seq = st.next_seq;
+                st.next_seq += 1;
+                durable.push(midge_store::Delivery {
+                    client: self.client_id.clone(),
+                    seq,
+                    qos: qos.as_u8(),
+                    retain,
+                    subscription_ids: sub_ids.to_vec(),
+                });
+            }
             st.queue.push_back(Queued {
+                seq,
                 msg: msg.clone(),
                 qos,
                 retain,
@@ -270,8 +304,15 @@ impl SessionCell {
 }
 
 impl DeliveryTarget for SessionCell {
-    fn deliver(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> Delivery {
-        self.enqueue(msg, qos, retain, sub_ids)
+    fn deliver(
+        &self,
+        msg: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+        durable: &mut Vec<midge_store::Delivery>,
+    ) -> Delivery {
+        self.enqueue(msg, qos, retain, sub_ids, durable)
     }
 
     fn has_room(&self) -> bool {
@@ -308,9 +349,17 @@ impl Sessions {
         limits: QueueLimits,
         stats: Arc<Stats>,
         acl: Option<Arc<dyn Authorizer>>,
+        durable: bool,
     ) -> (Arc<SessionCell>, Option<Arc<SessionCell>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let cell = Arc::new(SessionCell::new(id, client_id.clone(), limits, stats, acl));
+        let cell = Arc::new(SessionCell::new(
+            id,
+            client_id.clone(),
+            limits,
+            stats,
+            acl,
+            durable,
+        ));
         let old = self.map.lock().insert(client_id, cell.clone());
         (cell, old)
     }

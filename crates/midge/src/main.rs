@@ -31,10 +31,22 @@ struct Cli {
     /// Verbose logging (debug level). `RUST_LOG` overrides the level and filters.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
+
+    /// Directory of the durable store (sessions, queues, retained messages). Overrides
+    /// the configuration; without a configuration file the default is ./midge-data.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Keep all state in memory: nothing survives a restart.
+    #[arg(long = "no-persistence", conflicts_with = "data_dir")]
+    no_persistence: bool,
 }
 
 fn main() -> std::process::ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).and_then(|a| a.to_str()) == Some("store") {
+        return store_command(&args[2..]);
+    }
     if let Some(name) = args.get(1).and_then(|a| a.to_str()).map(str::to_owned) {
         let sub_args = args.split_off(1);
         if let Some(code) = tools::dispatch(&name, sub_args.clone()) {
@@ -49,6 +61,43 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("Error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `midge store check [DIR]` and `midge store repair [DIR]` (DIR defaults to
+/// ./midge-data): report damage in the durable store, or move a damaged store aside
+/// (kept as it was) and rebuild a fresh one from everything still readable.
+fn store_command(args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    let usage = "usage: midge store check|repair [DATA_DIR]";
+    let (Some(action), dir) = (args.first().and_then(|a| a.to_str()), args.get(1)) else {
+        eprintln!("{usage}");
+        return std::process::ExitCode::from(2);
+    };
+    let dir = dir.map_or_else(|| PathBuf::from("midge-data"), PathBuf::from);
+    match action {
+        "check" => {
+            let report = midge_store::check(&dir);
+            print!("{report}");
+            if report.is_healthy() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        "repair" => match midge_store::repair(&dir) {
+            Ok(report) => {
+                print!("{report}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("{usage}");
+            std::process::ExitCode::from(2)
         }
     }
 }
@@ -96,9 +145,26 @@ fn build_config(cli: &Cli) -> anyhow::Result<Config> {
             if !cli.port.is_empty() {
                 c.listeners.clear();
             }
+            c.persistence = Some(midge_broker::Persistence {
+                data_dir: PathBuf::from("midge-data"),
+                durability: midge_broker::Durability::default(),
+            });
             c
         }
     };
+    if cli.no_persistence {
+        config.persistence = None;
+    } else if let Some(dir) = &cli.data_dir {
+        let durability = config
+            .persistence
+            .as_ref()
+            .map(|p| p.durability)
+            .unwrap_or_default();
+        config.persistence = Some(midge_broker::Persistence {
+            data_dir: dir.clone(),
+            durability,
+        });
+    }
     let anonymous = cli.config.is_none();
     for &port in &cli.port {
         let mut pair = loopback_listeners(port, anonymous).to_vec();

@@ -23,7 +23,7 @@ impl Broker {
             .expect("free port")
             .port();
         let child = Command::new(MIDGE)
-            .args(["-p", &port.to_string()])
+            .args(["-p", &port.to_string(), "--no-persistence"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -128,6 +128,14 @@ fn conn_opens_50_connections_and_reads_the_broker_rss() {
         v["broker_rss_after_kb"].as_u64().is_some_and(|kb| kb > 0),
         "{v}"
     );
+}
+
+#[test]
+fn conn_spreads_connections_over_source_addresses() {
+    let broker = Broker::start();
+    let v = run_json(broker.bench(&["conn", "-c", "30", "--hold", "0", "--ifaddr", "127.0.0.1-3"]));
+    assert_eq!(v["connected"], 30, "{v}");
+    assert_eq!(v["connect_failed"], 0, "{v}");
 }
 
 #[test]

@@ -299,6 +299,7 @@ impl Conn {
                         limits,
                         self.broker.stats.clone(),
                         self.broker.security.authorizer(),
+                        self.broker.store.is_some(),
                     );
                     if let Some(replaced) = replaced {
                         if !Arc::ptr_eq(&replaced, &cell) {
@@ -319,7 +320,24 @@ impl Conn {
                 st.generation += 1;
                 st.expiry = expiry;
                 // Reconnecting in time cancels a delayed will [MQTT-3.1.3-9].
-                st.pending_will = None;
+                let had_will = st.pending_will.take().is_some();
+                st.persistent = expiry != Some(Duration::ZERO);
+                let mut ops = Vec::new();
+                if st.persistent {
+                    ops.push(midge_store::Op::PutSession {
+                        client: cell.client_id.clone(),
+                        session: self.broker.session_record(&st, self.version.level(), false),
+                    });
+                }
+                if had_will {
+                    ops.push(midge_store::Op::DeleteWill {
+                        client: cell.client_id.clone(),
+                    });
+                }
+                drop(st);
+                if !ops.is_empty() {
+                    self.broker.commit_detached(ops);
+                }
             }
             self.session = Some(cell.clone());
             self.control_rx = Some(rx);

@@ -6,8 +6,12 @@ use crate::connection::{Conn, HeldAck, ACK_HOLD_MAX, WRITE_HIGH_WATER};
 use crate::router::DeliveryTarget;
 use crate::session::{Inflight, Queued, SessionCell, SessionState, Stage};
 use midge_proto::{encoded_len, ByteStr, Packet, Properties, PubResp, Publish, QoS};
+use midge_store::CommitTicket;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use tokio::time::Instant;
 
 impl Conn {
@@ -26,6 +30,7 @@ impl Conn {
     pub(crate) fn drain_queue(&mut self, cell: &Arc<SessionCell>) {
         let window = self.inflight_window();
         let now = Instant::now();
+        let mut ops = Vec::new();
         let mut st = cell.state.lock();
         if st.unsent_resends > 0 {
             self.resend_marked(&mut st, window);
@@ -34,7 +39,9 @@ impl Conn {
             let Some(front) = st.queue.front() else { break };
             if front.msg.is_expired(now) {
                 // Expired while queued: never sent [MQTT-3.3.2-5].
-                st.pop_queued();
+                if let Some(q) = st.pop_queued() {
+                    dequeue_op(&mut ops, cell, q.seq);
+                }
                 self.broker
                     .stats
                     .messages_dropped
@@ -50,7 +57,8 @@ impl Conn {
             if st.inflight.len() - st.unsent_resends >= window {
                 break;
             }
-            let Some(packet_id) = st.allocate_packet_id() else {
+            let seq = front.seq;
+            let Some(packet_id) = packet_id_for(&mut st, seq) else {
                 break;
             };
             let Some(q) = st.pop_queued() else { break };
@@ -60,15 +68,31 @@ impl Conn {
                 } else {
                     Stage::AwaitPubRec
                 };
+                if q.seq != 0 {
+                    ops.push(midge_store::Op::SetInflight {
+                        client: cell.client_id.clone(),
+                        seq: q.seq,
+                        inflight: midge_store::InflightRecord {
+                            packet_id,
+                            stage: crate::persist::stage_record(stage),
+                        },
+                    });
+                }
                 st.inflight.push_back(Inflight {
                     packet_id,
                     msg: q,
                     stage,
                     unsent: false,
                 });
+            } else {
+                dequeue_op(&mut ops, cell, q.seq);
             }
         }
         cell.after_drain(&mut st);
+        drop(st);
+        if !ops.is_empty() {
+            self.broker.commit_detached(ops);
+        }
     }
 
     /// Acknowledges an inbound QoS 1/2 PUBLISH (PUBACK or PUBREC). When the message was
@@ -77,7 +101,13 @@ impl Conn {
     /// have room, at most `ACK_HOLD_MAX`: this paces the publisher by its own in-flight
     /// window.
     pub(crate) fn acknowledge(&mut self, packet: Packet) {
-        if self.scratch.congested.is_empty() && self.held_acks.is_empty() {
+        self.acknowledge_after(packet, None);
+    }
+
+    /// As [`Conn::acknowledge`], and not before `ticket` (the message's store commit) is
+    /// durable: a QoS 1/2 PUBLISH is acknowledged only once nothing can lose it.
+    pub(crate) fn acknowledge_after(&mut self, packet: Packet, ticket: Option<CommitTicket>) {
+        if self.scratch.congested.is_empty() && self.held_acks.is_empty() && ticket.is_none() {
             self.send(&packet);
             return;
         }
@@ -86,14 +116,29 @@ impl Conn {
             packet,
             waiting,
             deadline: Instant::now() + ACK_HOLD_MAX,
+            ticket,
         });
     }
 
-    /// Sends the held acknowledgements whose subscribers have room (or whose wait ran out),
-    /// in order.
+    /// Sends the held acknowledgements whose commits are durable and whose subscribers
+    /// have room (or whose wait for room ran out), in order.
     pub(crate) fn release_held_acks(&mut self) {
         let now = Instant::now();
         while let Some(front) = self.held_acks.front_mut() {
+            if let Some(ticket) = front.ticket.as_mut() {
+                let mut cx = Context::from_waker(Waker::noop());
+                match Pin::new(ticket).poll(&mut cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(result) => {
+                        front.ticket = None;
+                        if let Err(e) = result {
+                            tracing::error!(client = %self.client_id, "store write failed: {e}");
+                            self.store_failed = true;
+                            return;
+                        }
+                    }
+                }
+            }
             front.waiting.retain(|t| !t.has_room());
             if !front.waiting.is_empty() && front.deadline > now {
                 break;
@@ -219,5 +264,28 @@ impl Conn {
             self.out_aliases.insert(msg.topic.clone(), alias);
         }
         Some(packet)
+    }
+}
+
+/// A stored message's packet identifier is derived from its queue sequence number, so
+/// that after a crash it is resent with the identifier it may already have been sent
+/// with (a QoS 2 receiver then recognises the duplicate [MQTT-4.3.3-9]) even if its
+/// in-flight marker was not written yet. Falls back to the next free identifier.
+fn packet_id_for(st: &mut SessionState, seq: u64) -> Option<u16> {
+    if seq != 0 {
+        let id = u16::try_from(seq % 65535).unwrap_or(0) + 1;
+        if st.inflight_position(id).is_none() {
+            return Some(id);
+        }
+    }
+    st.allocate_packet_id()
+}
+
+fn dequeue_op(ops: &mut Vec<midge_store::Op>, cell: &SessionCell, seq: u64) {
+    if seq != 0 {
+        ops.push(midge_store::Op::Dequeue {
+            client: cell.client_id.clone(),
+            seq,
+        });
     }
 }

@@ -157,13 +157,13 @@ impl Conn {
             }
             QoS::AtLeastOnce => {
                 let msg = Message::from_publish(p, topic, origin, Instant::now());
-                let n = self.broker.publish(&msg, &mut self.scratch);
+                let (n, ticket) = self.broker.publish_durable(&msg, &mut self.scratch, None);
                 let rc = if n == 0 && self.version.is_v5() {
                     ReasonCode::NO_MATCHING_SUBSCRIBERS
                 } else {
                     ReasonCode::SUCCESS
                 };
-                self.acknowledge(Packet::PubAck(PubResp::with_reason(packet_id, rc)));
+                self.acknowledge_after(Packet::PubAck(PubResp::with_reason(packet_id, rc)), ticket);
             }
             QoS::ExactlyOnce => {
                 let Some(cell) = self.session.clone() else {
@@ -173,10 +173,11 @@ impl Conn {
                     0 => usize::from(u16::MAX),
                     n => usize::from(n),
                 };
-                let fresh = {
+                let (fresh, persistent) = {
                     let mut st = cell.state.lock();
+                    let persistent = st.persistent;
                     if st.inbound_qos2.contains(&packet_id) {
-                        false
+                        (false, persistent)
                     } else if st.inbound_qos2.len() >= receive_max {
                         drop(st);
                         return Err(self.violation(
@@ -185,20 +186,27 @@ impl Conn {
                         ));
                     } else {
                         st.inbound_qos2.insert(packet_id);
-                        true
+                        (true, persistent)
                     }
                 };
                 // A resent PUBLISH with a packet id still held is not delivered again:
                 // exactly once [MQTT-4.3.3-10].
                 let mut rc = ReasonCode::SUCCESS;
+                let mut ticket = None;
                 if fresh {
                     let msg = Message::from_publish(p, topic, origin, Instant::now());
-                    let n = self.broker.publish(&msg, &mut self.scratch);
+                    // The packet identifier is kept with the message, in one commit.
+                    let held = persistent.then(|| midge_store::Op::AddInboundQos2 {
+                        client: cell.client_id.clone(),
+                        packet_id,
+                    });
+                    let (n, t) = self.broker.publish_durable(&msg, &mut self.scratch, held);
+                    ticket = t;
                     if n == 0 && self.version.is_v5() {
                         rc = ReasonCode::NO_MATCHING_SUBSCRIBERS;
                     }
                 }
-                self.acknowledge(Packet::PubRec(PubResp::with_reason(packet_id, rc)));
+                self.acknowledge_after(Packet::PubRec(PubResp::with_reason(packet_id, rc)), ticket);
             }
         }
         Ok(())
@@ -206,19 +214,32 @@ impl Conn {
 
     /// PUBACK from the client ends a QoS 1 delivery.
     pub(crate) fn handle_puback(&mut self, a: PubResp) -> Result<(), Close> {
-        if let Some(cell) = &self.session {
-            let mut st = cell.state.lock();
-            if let Some(pos) = st.inflight_position(a.packet_id) {
-                if st
-                    .inflight
-                    .get(pos)
-                    .is_some_and(|m| m.stage == Stage::AwaitPubAck)
-                {
-                    st.remove_inflight(pos);
-                }
-            }
-        }
+        self.complete_outgoing(a.packet_id, Stage::AwaitPubAck);
         Ok(())
+    }
+
+    /// Ends an outgoing delivery waiting at `stage` (PUBACK, PUBCOMP) and forgets it in
+    /// the store.
+    fn complete_outgoing(&mut self, packet_id: u16, stage: Stage) {
+        let Some(cell) = self.session.clone() else {
+            return;
+        };
+        let seq = {
+            let mut st = cell.state.lock();
+            let Some(pos) = st.inflight_position(packet_id) else {
+                return;
+            };
+            if st.inflight.get(pos).is_none_or(|m| m.stage != stage) {
+                return;
+            }
+            st.remove_inflight(pos).map_or(0, |m| m.msg.seq)
+        };
+        if seq != 0 {
+            self.broker.commit_detached(vec![midge_store::Op::Dequeue {
+                client: cell.client_id.clone(),
+                seq,
+            }]);
+        }
     }
 
     /// PUBREC from the client: answer PUBREL and wait for PUBCOMP [MQTT-4.3.3-4]; a 5.0
@@ -227,16 +248,34 @@ impl Conn {
         let Some(cell) = self.session.clone() else {
             return Ok(());
         };
+        let mut op = None;
         let reply = {
             let mut st = cell.state.lock();
             match st.inflight_position(a.packet_id) {
                 Some(pos) if a.reason_code.is_error() => {
-                    st.remove_inflight(pos);
+                    if let Some(m) = st.remove_inflight(pos) {
+                        if m.msg.seq != 0 {
+                            op = Some(midge_store::Op::Dequeue {
+                                client: cell.client_id.clone(),
+                                seq: m.msg.seq,
+                            });
+                        }
+                    }
                     None
                 }
                 Some(pos) => {
                     if let Some(m) = st.inflight.get_mut(pos) {
                         m.stage = Stage::AwaitPubComp;
+                        if m.msg.seq != 0 {
+                            op = Some(midge_store::Op::SetInflight {
+                                client: cell.client_id.clone(),
+                                seq: m.msg.seq,
+                                inflight: midge_store::InflightRecord {
+                                    packet_id: a.packet_id,
+                                    stage: midge_store::Stage::AwaitPubComp,
+                                },
+                            });
+                        }
                     }
                     Some(PubResp::new(a.packet_id))
                 }
@@ -246,41 +285,52 @@ impl Conn {
                 )),
             }
         };
+        // Once PUBREL is sent the PUBLISH must never be sent again [MQTT-4.3.3-5]: for a
+        // stored message the new stage is made durable before PUBREL goes out.
+        let ticket = op.and_then(|op| self.broker.commit(vec![op]));
         if let Some(rel) = reply {
-            self.send(&Packet::PubRel(rel));
+            self.scratch.congested.clear();
+            self.acknowledge_after(Packet::PubRel(rel), ticket);
         }
         Ok(())
     }
 
     /// PUBREL from the client releases a QoS 2 packet identifier: PUBCOMP [MQTT-4.3.3-11].
+    /// For a stored session the release is made durable first: a PUBCOMP followed by a
+    /// crash must not leave the identifier held, or the client's next message with it
+    /// would be taken for a duplicate.
     pub(crate) fn handle_pubrel(&mut self, a: PubResp) -> Result<(), Close> {
         let Some(cell) = self.session.clone() else {
             return Ok(());
         };
-        let found = cell.state.lock().inbound_qos2.remove(&a.packet_id);
+        let (found, persistent) = {
+            let mut st = cell.state.lock();
+            (st.inbound_qos2.remove(&a.packet_id), st.persistent)
+        };
         let rc = if found {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        self.send(&Packet::PubComp(PubResp::with_reason(a.packet_id, rc)));
+        let ticket = if found && persistent {
+            self.broker.commit(vec![midge_store::Op::RemoveInboundQos2 {
+                client: cell.client_id.clone(),
+                packet_id: a.packet_id,
+            }])
+        } else {
+            None
+        };
+        self.scratch.congested.clear();
+        self.acknowledge_after(
+            Packet::PubComp(PubResp::with_reason(a.packet_id, rc)),
+            ticket,
+        );
         Ok(())
     }
 
     /// PUBCOMP from the client ends a QoS 2 delivery.
     pub(crate) fn handle_pubcomp(&mut self, a: PubResp) -> Result<(), Close> {
-        if let Some(cell) = &self.session {
-            let mut st = cell.state.lock();
-            if let Some(pos) = st.inflight_position(a.packet_id) {
-                if st
-                    .inflight
-                    .get(pos)
-                    .is_some_and(|m| m.stage == Stage::AwaitPubComp)
-                {
-                    st.remove_inflight(pos);
-                }
-            }
-        }
+        self.complete_outgoing(a.packet_id, Stage::AwaitPubComp);
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ impl Conn {
         let max_qos = QoS::from_u8(self.broker.config.max_qos).unwrap_or(QoS::ExactlyOnce);
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained_for = Vec::new();
+        let mut store_ops = Vec::new();
         for (filter, opts) in &s.filters {
             let shared = match topic::valid_topic_filter(filter)
                 .and_then(|()| topic::parse_shared(filter))
@@ -78,18 +79,27 @@ impl Conn {
                 qos: granted,
                 ..*opts
             };
-            let existed = cell
-                .state
-                .lock()
-                .subscriptions
-                .insert(
-                    filter.clone(),
-                    StoredSubscription {
-                        options,
-                        id: sub_id,
-                    },
-                )
-                .is_some();
+            let (existed, persistent) = {
+                let mut st = cell.state.lock();
+                let existed = st
+                    .subscriptions
+                    .insert(
+                        filter.clone(),
+                        StoredSubscription {
+                            options,
+                            id: sub_id,
+                        },
+                    )
+                    .is_some();
+                (existed, st.persistent)
+            };
+            if persistent {
+                store_ops.push(midge_store::Op::PutSubscription {
+                    client: cell.client_id.clone(),
+                    filter: filter.clone(),
+                    subscription: midge_store::SubscriptionRecord::new(options, sub_id),
+                });
+            }
             let (route_filter, key) = match shared {
                 Some((_group, inner)) => (
                     inner,
@@ -133,6 +143,9 @@ impl Conn {
             reason_codes: codes,
             properties: Default::default(),
         }));
+        if !store_ops.is_empty() {
+            self.broker.commit_detached(store_ops);
+        }
         for (filter, granted) in retained_for {
             self.queue_retained(&filter, granted, sub_id);
         }
@@ -154,9 +167,21 @@ impl Conn {
                     found.push(Arc::clone(msg));
                 }
             });
+        let mut durable = Vec::new();
         for msg in found {
             let ids: SubIds = sub_id.into_iter().collect();
-            cell.enqueue(&msg, msg.qos.min(granted), true, ids);
+            cell.enqueue(&msg, msg.qos.min(granted), true, ids, &mut durable);
+            // A persistent session keeps its copy of the retained message too.
+            if !durable.is_empty() {
+                if let Some(store) = &self.broker.store {
+                    let op = midge_store::Op::Enqueue {
+                        message_id: store.next_message_id(),
+                        message: crate::persist::message_record(&msg),
+                        deliveries: std::mem::take(&mut durable),
+                    };
+                    self.broker.commit_detached(vec![op]);
+                }
+            }
         }
     }
 }

@@ -10,7 +10,17 @@ impl Conn {
         };
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
-            let existed = cell.state.lock().subscriptions.remove(filter).is_some();
+            let (existed, persistent) = {
+                let mut st = cell.state.lock();
+                (st.subscriptions.remove(filter).is_some(), st.persistent)
+            };
+            if existed && persistent {
+                self.broker
+                    .commit_detached(vec![midge_store::Op::DeleteSubscription {
+                        client: cell.client_id.clone(),
+                        filter: filter.clone(),
+                    }]);
+            }
             if existed {
                 self.broker.unroute(cell.id, filter);
                 codes.push(ReasonCode::SUCCESS);

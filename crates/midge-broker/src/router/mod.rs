@@ -37,7 +37,16 @@ pub enum Delivery {
 pub trait DeliveryTarget: Send + Sync {
     /// Queues `msg` for delivery at `qos` (already the lower of published and granted),
     /// with the RETAIN flag `retain` and the matching subscription identifiers.
-    fn deliver(&self, msg: &Arc<Message>, qos: QoS, retain: bool, sub_ids: SubIds) -> Delivery;
+    /// A target that stores the message durably pushes its store delivery onto `durable`;
+    /// the publisher commits them all in one write before acknowledging.
+    fn deliver(
+        &self,
+        msg: &Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: SubIds,
+        durable: &mut Vec<midge_store::Delivery>,
+    ) -> Delivery;
     /// Whether a client is connected to it now (shared groups prefer connected members).
     fn is_online(&self) -> bool;
     /// False while the target is congested (see [`Delivery::Congested`]).
@@ -85,6 +94,8 @@ pub struct RouteScratch {
     groups: Vec<GroupMatch>,
     /// Targets that reported `Delivery::Congested` for the last message routed.
     pub congested: Vec<Arc<dyn DeliveryTarget>>,
+    /// Store deliveries of the last message routed (persistent sessions, QoS 1/2).
+    pub durable: Vec<midge_store::Delivery>,
 }
 
 /// The subscription index and routing.
@@ -173,11 +184,15 @@ impl Router {
             }
         }
         scratch.congested.clear();
+        scratch.durable.clear();
         let n = scratch.matches.len();
         for m in scratch.matches.drain(..) {
             // Without retain-as-published, forwarded messages have RETAIN 0 [MQTT-3.3.1-12].
             let retain = m.retain_as_published && msg.retain;
-            if m.target.deliver(msg, m.qos, retain, m.sub_ids) == Delivery::Congested {
+            if m.target
+                .deliver(msg, m.qos, retain, m.sub_ids, &mut scratch.durable)
+                == Delivery::Congested
+            {
                 scratch.congested.push(m.target);
             }
         }

@@ -127,12 +127,17 @@ struct Parser {
     default_scope_options: Vec<(String, Location)>,
     /// Inside a bridge's `connection` section (its options were reported with it).
     in_bridge: bool,
+    /// `persistence true|false` (Mosquitto's default: false).
+    persistence: bool,
+    persistence_location: Option<PathBuf>,
 }
 
 impl Parser {
     fn new(main: &Path) -> Parser {
         Parser {
             main: main.to_path_buf(),
+            persistence: false,
+            persistence_location: None,
             config: Config::default(),
             report: Report::default(),
             default: ListenerDef::default(),
@@ -238,6 +243,16 @@ impl Parser {
                     self.report.error(at, key, "missing value");
                 } else {
                     self.security_option(Shared::AutoIdPrefix(rest.to_string()), at);
+                }
+            }
+            "persistence" => {
+                if let Some(v) = self.boolean(key, rest, at) {
+                    self.persistence = v;
+                }
+            }
+            "persistence_location" => {
+                if let Some(v) = self.single(key, rest, at) {
+                    self.persistence_location = Some(PathBuf::from(v));
                 }
             }
             "password_file" | "acl_file" => {
@@ -621,6 +636,16 @@ impl Parser {
             }
         }
         self.apply_shared(local_only, default_defined);
+        if self.persistence {
+            let base = self
+                .persistence_location
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("."));
+            self.config.persistence = Some(midge_broker::Persistence {
+                data_dir: base.join("midge-data"),
+                durability: midge_broker::Durability::default(),
+            });
+        }
         self.config.listeners = if local_only {
             self.local_only_listeners()
         } else {

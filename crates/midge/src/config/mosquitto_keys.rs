@@ -33,6 +33,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "message_size_limit",
     "password_file",
     "per_listener_settings",
+    "persistence",
+    "persistence_location",
     "persistent_client_expiration",
     "port",
     "queue_qos0_messages",
@@ -58,7 +60,6 @@ pub(super) enum Unsupported {
 }
 
 const LOGGING: &str = "Midge's logging is not configured from this file yet";
-const PERSISTENCE_TUNING: &str = "tunes Mosquitto's persistence file, which Midge does not use";
 const TLS: &str = "TLS is not supported yet; ignoring this option would accept unencrypted or \
                    unauthenticated connections where TLS was configured";
 const AUTH: &str = "authentication and access control are not supported yet; ignoring this \
@@ -81,10 +82,12 @@ pub(super) fn classify(key: &str) -> Option<Unsupported> {
         "websockets_log_level" | "websockets_headers_size" | "http_dir" => Warn(WEBSOCKETS),
         "pid_file" => Warn("Midge writes no pid file; let the service manager track the process"),
         "user" => Warn("Midge does not switch user; start it as the user it should run as"),
-        "autosave_interval"
-        | "autosave_on_changes"
-        | "persistence_file"
-        | "persistence_location" => Warn(PERSISTENCE_TUNING),
+        "autosave_interval" | "autosave_on_changes" => {
+            Warn("unneeded: Midge writes every change to its store as it happens")
+        }
+        "persistence_file" => {
+            Warn("Midge keeps a directory (`midge-data` in persistence_location), not one file")
+        }
         "set_tcp_nodelay" => Warn("Midge does not set TCP_NODELAY from this file yet"),
         "max_inflight_bytes" => Warn("not supported yet; max_inflight_messages still applies"),
         "memory_limit" => Warn(
@@ -126,11 +129,6 @@ pub(super) fn classify(key: &str) -> Option<Unsupported> {
         "upgrade_outgoing_qos" => ErrorUnless(
             "false",
             "not supported yet; ignoring it would deliver messages at a lower QoS than configured",
-        ),
-        "persistence" => ErrorUnless(
-            "false",
-            "persistence is not supported yet; ignoring it would lose sessions, queued and \
-             retained messages on restart",
         ),
 
         "address"

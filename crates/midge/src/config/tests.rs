@@ -187,7 +187,15 @@ allow_anonymous = true
 #[test]
 fn toml_without_listeners_is_local_only_with_anonymous_access() {
     let loaded = ok(toml_file("sys_interval = 10\n"));
-    assert_eq!(loaded.config, Config::default());
+    // Midge's own format keeps state in ./midge-data unless told otherwise.
+    let expected = Config {
+        persistence: Some(midge_broker::Persistence {
+            data_dir: PathBuf::from("midge-data"),
+            durability: midge_broker::Durability::default(),
+        }),
+        ..Config::default()
+    };
+    assert_eq!(loaded.config, expected);
     assert_eq!(loaded.config.listeners, local_only(true));
 }
 
@@ -690,6 +698,28 @@ fn mosquitto_logging_and_tuning_keys_are_warnings() {
 }
 
 #[test]
+fn persistence_in_toml() {
+    let loaded = ok(toml_file(
+        "data_dir = \"/var/lib/midge\"\nfsync = \"always\"\n",
+    ));
+    let p = loaded.config.persistence.expect("on by default");
+    assert_eq!(p.data_dir, Path::new("/var/lib/midge"));
+    assert_eq!(p.durability, midge_broker::Durability::Always);
+    let loaded = ok(toml_file("fsync = 250\n"));
+    assert_eq!(
+        loaded.config.persistence.map(|p| p.durability),
+        Some(midge_broker::Durability::Periodic(
+            std::time::Duration::from_millis(250)
+        ))
+    );
+    assert_eq!(
+        ok(toml_file("persistence = false\n")).config.persistence,
+        None
+    );
+    assert_eq!(errors(toml_file("fsync = \"sometimes\"\n")).len(), 1);
+}
+
+#[test]
 fn limits_in_toml() {
     let loaded = ok(parse_str(
         Path::new("midge.toml"),
@@ -775,7 +805,6 @@ fn mosquitto_security_and_durability_keys_are_errors() {
         "use_subject_as_username true",
         "use_username_as_clientid true",
         "tls_version tlsv1.1",
-        "persistence true",
         "plugin /usr/lib/dynsec.so",
         "plugin_opt_config_file /x.json",
         "auth_plugin /x.so",
@@ -1085,31 +1114,16 @@ fn debian(persistence: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 #[test]
-fn debian_mosquitto_conf_stops_on_persistence_true_with_its_warnings() {
+fn debian_mosquitto_conf_with_persistence_keeps_state_in_persistence_location() {
     let (_dir, main) = debian("persistence true");
-    match load(&main) {
-        Err(ConfigError::Invalid { problems, warnings }) => {
-            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            let m = main.display();
-            assert_eq!(
-                problems,
-                vec![format!(
-                    "{m}:8: persistence: persistence is not supported yet; ignoring it would lose \
-                     sessions, queued and retained messages on restart (only `persistence false` is \
-                     accepted)"
-                )]
-            );
-            let keys: Vec<String> = warnings
-                .iter()
-                .map(|w| w.replace(&m.to_string(), "F"))
-                .collect();
-            assert_eq!(keys.len(), 3, "{keys:?}");
-            assert!(keys[0].starts_with("F:6: pid_file: ignored"));
-            assert!(keys[1].starts_with("F:9: persistence_location: ignored"));
-            assert!(keys[2].starts_with("F:11: log_dest: ignored"));
-        }
-        other => panic!("expected the persistence error, got {other:?}"),
-    }
+    let loaded = ok(load(&main));
+    let p = loaded.config.persistence.expect("persistence on");
+    assert_eq!(p.data_dir, Path::new("/var/lib/mosquitto/midge-data"));
+    let m = main.display().to_string();
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.replace(&m, "F")).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].starts_with("F:6: pid_file: ignored"));
+    assert!(warnings[1].starts_with("F:11: log_dest: ignored"));
 }
 
 #[test]
@@ -1117,6 +1131,7 @@ fn debian_mosquitto_conf_without_persistence_loads_local_only_with_warnings() {
     let (_dir, main) = debian("persistence false");
     let loaded = ok(load(&main));
     assert_eq!(loaded.format, Format::Mosquitto);
+    assert_eq!(loaded.config.persistence, None);
     assert_eq!(loaded.config.listeners, local_only(true));
     let m = main.display().to_string();
     let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.replace(&m, "F")).collect();
@@ -1124,7 +1139,6 @@ fn debian_mosquitto_conf_without_persistence_loads_local_only_with_warnings() {
         warnings,
         vec![
             "F:6: pid_file: ignored: Midge writes no pid file; let the service manager track the process",
-            "F:9: persistence_location: ignored: tunes Mosquitto's persistence file, which Midge does not use",
             "F:11: log_dest: ignored: Midge's logging is not configured from this file yet",
         ]
     );

@@ -45,6 +45,17 @@ struct File {
     max_connection_rate_per_ip: Option<Spanned<i64>>,
     max_inbound_message_rate: Option<Spanned<i64>>,
     auth_failures_before_delay: Option<Spanned<i64>>,
+    persistence: Option<bool>,
+    data_dir: Option<String>,
+    fsync: Option<Spanned<Fsync>>,
+}
+
+/// `fsync = "always"`, `"never"` or a period in milliseconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Fsync {
+    Word(String),
+    Millis(i64),
 }
 
 /// One `[[listener]]` table.
@@ -234,7 +245,10 @@ impl Reader<'_> {
             allow_zero_length_clientid: file
                 .allow_zero_length_clientid
                 .unwrap_or(default.allow_zero_length_clientid),
-            auto_id_prefix: file.auto_id_prefix.unwrap_or(default.auto_id_prefix),
+            auto_id_prefix: file
+                .auto_id_prefix
+                .clone()
+                .unwrap_or(default.auto_id_prefix),
             max_connections: match &file.max_connections {
                 Some(v) => self.limit(v, "max_connections"),
                 None => default.max_connections,
@@ -290,6 +304,7 @@ impl Reader<'_> {
                 i64::from(u32::MAX),
                 default.auth_failures_before_delay,
             ),
+            persistence: self.persistence(&file),
         }
     }
 
@@ -336,6 +351,36 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    /// On by default in `./midge-data`; `persistence = false` keeps everything in memory.
+    fn persistence(&mut self, file: &File) -> Option<midge_broker::Persistence> {
+        let durability = match &file.fsync {
+            None => midge_broker::Durability::default(),
+            Some(f) => match f.get_ref() {
+                Fsync::Word(w) if w == "always" => midge_broker::Durability::Always,
+                Fsync::Word(w) if w == "never" => midge_broker::Durability::Never,
+                Fsync::Millis(ms) if (1..=3_600_000).contains(ms) => {
+                    midge_broker::Durability::Periodic(Duration::from_millis(*ms as u64))
+                }
+                _ => {
+                    let at = self.at(f.span().start);
+                    self.report.error(
+                        &at,
+                        "fsync",
+                        "expected \"always\", \"never\" or a period in milliseconds (1 to 3600000)",
+                    );
+                    midge_broker::Durability::default()
+                }
+            },
+        };
+        if file.persistence == Some(false) {
+            return None;
+        }
+        Some(midge_broker::Persistence {
+            data_dir: PathBuf::from(file.data_dir.as_deref().unwrap_or("midge-data")),
+            durability,
+        })
     }
 
     fn listeners(&mut self, tables: &[Listener]) -> Vec<midge_broker::ListenerConfig> {

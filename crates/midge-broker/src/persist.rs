@@ -1,0 +1,263 @@
+//! Between the broker's live state and `midge-store`: record conversions, the operations
+//! each event writes, and recovery at start-up.
+//!
+//! What is written (see `docs/design/persistence.md`): sessions that outlive their
+//! connection, their subscriptions, QoS 1/2 messages queued for them (the body once, an
+//! entry per session), in-flight markers, inbound QoS 2 packet identifiers, retained
+//! messages and delayed wills. A QoS 1/2 PUBLISH is acknowledged only once its commit is
+//! durable; the other writes are not waited for, because losing them in a crash only
+//! causes a resend that the protocol absorbs (QoS 1 duplicate, QoS 2 resend with the same
+//! packet identifier).
+
+use crate::message::{Message, SessionId};
+use midge_proto::{ByteStr, QoS};
+use midge_store::{MessageProperties, MessageRecord, UnixMillis};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::time::Instant;
+
+/// Wall-clock milliseconds now.
+pub fn now_millis() -> UnixMillis {
+    midge_store::unix_millis(SystemTime::now())
+}
+
+/// Converts a monotonic deadline to wall-clock milliseconds (for records).
+fn to_millis(at: Instant, now: Instant, now_ms: UnixMillis) -> UnixMillis {
+    if at >= now {
+        now_ms.saturating_add(u64::try_from(at.duration_since(now).as_millis()).unwrap_or(u64::MAX))
+    } else {
+        now_ms.saturating_sub(u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Converts wall-clock milliseconds back to a monotonic deadline.
+fn to_instant(ms: UnixMillis, now: Instant, now_ms: UnixMillis) -> Instant {
+    if ms >= now_ms {
+        now + std::time::Duration::from_millis(ms - now_ms)
+    } else {
+        now.checked_sub(std::time::Duration::from_millis(now_ms - ms))
+            .unwrap_or(now)
+    }
+}
+
+/// The stored form of a message.
+pub fn message_record(msg: &Message) -> Arc<MessageRecord> {
+    let now = Instant::now();
+    let now_ms = now_millis();
+    Arc::new(MessageRecord {
+        topic: msg.topic.to_string(),
+        payload: msg.payload.clone(),
+        qos: msg.qos.as_u8(),
+        retain: msg.retain,
+        properties: MessageProperties::from_properties(&msg.properties),
+        expires_at: msg.expires_at.map(|at| to_millis(at, now, now_ms)),
+    })
+}
+
+/// The live form of a stored message.
+pub fn message_from_record(rec: &MessageRecord, origin: SessionId) -> Arc<Message> {
+    let now = Instant::now();
+    let now_ms = now_millis();
+    Arc::new(Message {
+        topic: ByteStr::from(rec.topic.as_str()),
+        payload: rec.payload.clone(),
+        qos: QoS::from_u8(rec.qos).unwrap_or(QoS::AtMostOnce),
+        retain: rec.retain,
+        properties: rec.properties.to_properties(),
+        expires_at: rec.expires_at.map(|ms| to_instant(ms, now, now_ms)),
+        origin,
+    })
+}
+
+/// The stored form of a session's stage.
+pub fn stage_record(stage: crate::session::Stage) -> midge_store::Stage {
+    match stage {
+        crate::session::Stage::AwaitPubAck => midge_store::Stage::AwaitPubAck,
+        crate::session::Stage::AwaitPubRec => midge_store::Stage::AwaitPubRec,
+        crate::session::Stage::AwaitPubComp => midge_store::Stage::AwaitPubComp,
+    }
+}
+
+pub fn stage_from_record(stage: midge_store::Stage) -> crate::session::Stage {
+    match stage {
+        midge_store::Stage::AwaitPubAck => crate::session::Stage::AwaitPubAck,
+        midge_store::Stage::AwaitPubRec => crate::session::Stage::AwaitPubRec,
+        midge_store::Stage::AwaitPubComp => crate::session::Stage::AwaitPubComp,
+    }
+}
+
+/// Rebuilds the broker's state from the store at start-up: sessions (offline, with their
+/// subscriptions routed, in-flight messages, inbound QoS 2 identifiers and queues),
+/// retained messages and pending wills; then starts each session's expiry and will timers.
+pub fn recover(
+    broker: &Arc<crate::broker::BrokerInner>,
+    store: &dyn midge_store::SessionStore,
+    recovered: midge_store::Recovered,
+) -> Result<RecoveryStats, midge_store::StoreError> {
+    use crate::router::{SubKey, Subscriber};
+    use crate::session::{Inflight, QueueLimits, Queued, StoredSubscription};
+    let mut stats = RecoveryStats::default();
+    {
+        let mut tree = broker.retained.write();
+        for (topic, rec) in &recovered.retained {
+            tree.insert(topic, message_from_record(rec, 0));
+            stats.retained += 1;
+        }
+    }
+    let now_ms = now_millis();
+    let mut wills: std::collections::HashMap<String, midge_store::WillRecord> =
+        recovered.wills.into_iter().collect();
+    let limits = QueueLimits {
+        max_messages: broker.config.max_queued_messages,
+        max_bytes: broker.config.max_queued_bytes,
+        queue_qos0_offline: broker.config.queue_qos0_messages,
+    };
+    for rs in recovered.sessions {
+        let client = ByteStr::from(rs.client_id.as_str());
+        let (cell, _) = broker.sessions.create(
+            client.clone(),
+            limits,
+            broker.stats.clone(),
+            broker.security.authorizer(),
+            true,
+        );
+        let expiry = rs
+            .session
+            .expiry_interval
+            .map(|secs| std::time::Duration::from_secs(u64::from(secs)));
+        // Time already spent away while the broker was down counts.
+        let left = match (expiry, rs.session.disconnected_at) {
+            (Some(e), Some(at)) => {
+                Some(e.saturating_sub(std::time::Duration::from_millis(now_ms.saturating_sub(at))))
+            }
+            (e, _) => e,
+        };
+        let queued = store.read_queue(&rs.client_id, rs.first_queued_seq, usize::MAX)?;
+        let generation = {
+            let mut st = cell.state.lock();
+            st.persistent = true;
+            st.expiry = expiry;
+            st.next_seq = rs.next_seq.max(1);
+            st.inbound_qos2 = rs.inbound_qos2.iter().copied().collect();
+            for (filter, sub) in &rs.subscriptions {
+                let options = sub.subscription_options();
+                st.subscriptions.insert(
+                    ByteStr::from(filter.as_str()),
+                    StoredSubscription {
+                        options,
+                        id: sub.id,
+                    },
+                );
+            }
+            for m in &rs.inflight {
+                let msg = match &m.message {
+                    Some(q) => queued_from_record(q),
+                    // At AwaitPubComp only the packet identifier matters.
+                    None => Queued {
+                        seq: m.seq,
+                        msg: Arc::new(Message {
+                            topic: ByteStr::new(),
+                            payload: bytes::Bytes::new(),
+                            qos: QoS::ExactlyOnce,
+                            retain: false,
+                            properties: Default::default(),
+                            expires_at: None,
+                            origin: 0,
+                        }),
+                        qos: QoS::ExactlyOnce,
+                        retain: false,
+                        sub_ids: Default::default(),
+                    },
+                };
+                st.inflight.push_back(Inflight {
+                    packet_id: m.inflight.packet_id,
+                    msg,
+                    stage: stage_from_record(m.inflight.stage),
+                    unsent: false,
+                });
+                stats.inflight += 1;
+            }
+            for q in &queued {
+                let q = queued_from_record(q);
+                st.queued_bytes += q.msg.payload.len();
+                st.queue.push_back(q);
+                stats.queued += 1;
+            }
+            st.generation += 1;
+            st.generation
+        };
+        for (filter, sub) in &rs.subscriptions {
+            let options = sub.subscription_options();
+            let stored = ByteStr::from(filter.as_str());
+            let subscriber = Subscriber {
+                target: cell.clone(),
+                options,
+                id: sub.id,
+            };
+            match midge_proto::topic::parse_shared(filter) {
+                Ok(Some((_, inner))) => {
+                    broker.router.subscribe(
+                        inner,
+                        SubKey {
+                            session: cell.id,
+                            shared: Some(stored),
+                        },
+                        subscriber,
+                    );
+                }
+                _ => {
+                    broker.router.subscribe(
+                        filter,
+                        SubKey {
+                            session: cell.id,
+                            shared: None,
+                        },
+                        subscriber,
+                    );
+                }
+            }
+            stats.subscriptions += 1;
+        }
+        let mut will_delay = None;
+        if let Some(w) = wills.remove(&rs.client_id) {
+            cell.state.lock().pending_will = Some(message_from_record(&w.message, cell.id));
+            will_delay = Some(std::time::Duration::from_millis(
+                w.publish_at.saturating_sub(now_ms),
+            ));
+        }
+        broker.schedule_session_end(&cell, generation, left, will_delay);
+        stats.sessions += 1;
+    }
+    // Wills of sessions that ended while the broker was down are due now.
+    for (client, w) in wills {
+        let msg = message_from_record(&w.message, 0);
+        let mut scratch = crate::router::RouteScratch::default();
+        drop(broker.publish_durable(&msg, &mut scratch, None));
+        broker.commit_detached(vec![midge_store::Op::DeleteWill {
+            client: ByteStr::from(client.as_str()),
+        }]);
+        stats.wills += 1;
+    }
+    Ok(stats)
+}
+
+fn queued_from_record(q: &midge_store::QueuedMessage) -> crate::session::Queued {
+    crate::session::Queued {
+        seq: q.seq,
+        msg: message_from_record(&q.message, 0),
+        qos: QoS::from_u8(q.entry.qos).unwrap_or(QoS::AtLeastOnce),
+        retain: q.entry.retain,
+        sub_ids: q.entry.subscription_ids.iter().copied().collect(),
+    }
+}
+
+/// What recovery rebuilt, for the start-up log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecoveryStats {
+    pub sessions: usize,
+    pub subscriptions: usize,
+    pub queued: usize,
+    pub inflight: usize,
+    pub retained: usize,
+    pub wills: usize,
+}
