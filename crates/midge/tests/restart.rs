@@ -1,0 +1,434 @@
+//! Each persisted item survives a restart of the real `midge` binary (killed with
+//! SIGKILL, so nothing is flushed on the way out): retained messages, sessions with their
+//! subscriptions and offline queues, in-flight messages (resent with DUP and the same
+//! packet identifier), inbound QoS 2 packet identifiers, delayed wills; and what expired
+//! while the broker was down is dropped.
+
+use bytes::BytesMut;
+use midge_proto::{
+    decode, encode, ByteStr, Connect, Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe,
+    Will,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// A broker process on a data directory that outlives it.
+struct Node {
+    dir: PathBuf,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Node {
+    async fn start(tag: &str) -> Node {
+        Node::start_with(tag, 0).await
+    }
+
+    async fn start_with(tag: &str, sys_interval: u32) -> Node {
+        let dir = std::env::temp_dir().join(format!("midge-restart-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let conf = format!(
+            "data_dir = \"{}\"\nsys_interval = {sys_interval}\n[[listener]]\nport = {port}\nbind_address = \"127.0.0.1\"\nallow_anonymous = true\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("midge.toml"), conf).expect("config");
+        let mut node = Node {
+            addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+            dir,
+            child: None,
+        };
+        node.spawn().await;
+        node
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("log file");
+        let child = Command::new(MIDGE)
+            .arg("-c")
+            .arg(self.dir.join("midge.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("midge starts");
+        self.child = Some(child);
+        for _ in 0..400 {
+            if TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("midge did not listen");
+    }
+
+    /// SIGKILL, then start again on the same data.
+    async fn crash_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn().await;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(log) = std::fs::read_to_string(self.dir.join("broker.log")) {
+                eprintln!("--- broker log ---\n{log}");
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    session_present: bool,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr, id: &str, tweak: impl FnOnce(&mut Connect)) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("tcp");
+        let mut c = Client {
+            stream,
+            buf: BytesMut::new(),
+            session_present: false,
+        };
+        let mut connect = Connect {
+            protocol: V5,
+            clean_start: false,
+            keep_alive: 60,
+            client_id: ByteStr::from(id),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        };
+        connect.properties.session_expiry_interval = Some(3600);
+        tweak(&mut connect);
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        match c.recv().await {
+            Packet::ConnAck(a) => {
+                assert_eq!(a.reason_code.0, 0, "CONNACK");
+                c.session_present = a.session_present;
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        c
+    }
+
+    async fn send(&mut self, p: &Packet) {
+        let mut out = BytesMut::new();
+        encode(p, V5, &mut out);
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    async fn recv(&mut self) -> Packet {
+        loop {
+            if let Some(p) = decode(&mut self.buf, V5, 1 << 20).expect("valid packet") {
+                return p;
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("an answer within 10 s")
+                    .expect("read");
+            assert!(n > 0, "connection closed");
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) {
+        let mut s = Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteStr::from(filter), Default::default())],
+            properties: Default::default(),
+        };
+        if let Some((_, o)) = s.filters.first_mut() {
+            o.qos = qos;
+        }
+        self.send(&Packet::Subscribe(s)).await;
+        assert!(matches!(self.recv().await, Packet::SubAck(_)));
+    }
+
+    /// Publishes and completes the QoS flow.
+    async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &str,
+        qos: QoS,
+        retain: bool,
+        tweak: impl FnOnce(&mut Publish),
+    ) {
+        let mut p = Publish {
+            qos,
+            retain,
+            topic: ByteStr::from(topic),
+            packet_id: if qos == QoS::AtMostOnce { 0 } else { 7 },
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            ..Default::default()
+        };
+        tweak(&mut p);
+        self.send(&Packet::Publish(p)).await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => assert!(matches!(self.recv().await, Packet::PubAck(_))),
+            QoS::ExactlyOnce => {
+                assert!(matches!(self.recv().await, Packet::PubRec(_)));
+                self.send(&Packet::PubRel(PubResp::new(7))).await;
+                assert!(matches!(self.recv().await, Packet::PubComp(_)));
+            }
+        }
+    }
+
+    async fn recv_publish(&mut self) -> Publish {
+        loop {
+            if let Packet::Publish(p) = self.recv().await {
+                return p;
+            }
+        }
+    }
+
+    /// A PINGREQ round trip: everything sent before it has been handled. A PUBREL resent
+    /// after a restart is answered; a PUBLISH fails the test.
+    async fn ping(&mut self) {
+        self.send(&Packet::PingReq).await;
+        loop {
+            match self.recv().await {
+                Packet::PingResp => return,
+                Packet::PubRel(r) => self.send(&Packet::PubComp(PubResp::new(r.packet_id))).await,
+                Packet::Publish(p) => panic!("unexpected PUBLISH {p:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Waits until `$SYS/broker/clients/connected` reads `n` (the broker has processed the
+/// connections that went away). Needs `sys_interval` > 0.
+async fn wait_connected(c: &mut Client, n: u32) {
+    c.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce)
+        .await;
+    let want = n.to_string();
+    loop {
+        let p = c.recv_publish().await;
+        if &*p.topic == "$SYS/broker/clients/connected" && p.payload[..] == *want.as_bytes() {
+            break;
+        }
+    }
+    let unsub = midge_proto::Unsubscribe {
+        packet_id: 2,
+        filters: vec![ByteStr::from("$SYS/broker/clients/connected")],
+        properties: Default::default(),
+    };
+    c.send(&Packet::Unsubscribe(unsub)).await;
+    loop {
+        if let Packet::UnsubAck(_) = c.recv().await {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_survive() {
+    let mut node = Node::start("retained").await;
+    let mut p = Client::connect(node.addr, "r-pub", |c| c.clean_start = true).await;
+    p.publish("keep/a", "kept", QoS::AtLeastOnce, true, |_| {})
+        .await;
+    p.publish("keep/b", "gone", QoS::AtLeastOnce, true, |_| {})
+        .await;
+    // An empty retained payload deletes it, durably too [MQTT-3.3.1-6].
+    p.publish("keep/b", "", QoS::AtLeastOnce, true, |_| {})
+        .await;
+    node.crash_and_restart().await;
+    let mut s = Client::connect(node.addr, "r-sub", |c| c.clean_start = true).await;
+    s.subscribe("keep/#", QoS::AtLeastOnce).await;
+    let got = s.recv_publish().await;
+    assert_eq!(
+        (&*got.topic, &got.payload[..], got.retain),
+        ("keep/a", &b"kept"[..], true)
+    );
+    s.send(&Packet::PubAck(PubResp::new(got.packet_id))).await;
+    s.ping().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_subscriptions_and_offline_queue_survive() {
+    let mut node = Node::start("session").await;
+    let mut s = Client::connect(node.addr, "q-sub", |_| {}).await;
+    s.subscribe("q/#", QoS::ExactlyOnce).await;
+    drop(s);
+    let mut p = Client::connect(node.addr, "q-pub", |c| c.clean_start = true).await;
+    p.publish("q/1", "one", QoS::AtLeastOnce, false, |_| {})
+        .await;
+    p.publish("q/2", "two", QoS::ExactlyOnce, false, |_| {})
+        .await;
+    node.crash_and_restart().await;
+    let mut s = Client::connect(node.addr, "q-sub", |_| {}).await;
+    assert!(s.session_present, "the session survived [MQTT-3.2.2-2]");
+    let a = s.recv_publish().await;
+    assert_eq!(&a.payload[..], b"one");
+    s.send(&Packet::PubAck(PubResp::new(a.packet_id))).await;
+    let b = s.recv_publish().await;
+    assert_eq!((&b.payload[..], b.qos), (&b"two"[..], QoS::ExactlyOnce));
+    s.send(&Packet::PubRec(PubResp::new(b.packet_id))).await;
+    assert!(matches!(s.recv().await, Packet::PubRel(_)));
+    s.send(&Packet::PubComp(PubResp::new(b.packet_id))).await;
+    // The subscription survived too: a new message reaches the session.
+    p = Client::connect(node.addr, "q-pub", |c| c.clean_start = true).await;
+    p.publish("q/3", "three", QoS::AtLeastOnce, false, |_| {})
+        .await;
+    assert_eq!(&s.recv_publish().await.payload[..], b"three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_messages_are_resent_with_dup_and_the_same_packet_id() {
+    let mut node = Node::start("inflight").await;
+    let mut s = Client::connect(node.addr, "i-sub", |_| {}).await;
+    s.subscribe("i/#", QoS::ExactlyOnce).await;
+    let mut p = Client::connect(node.addr, "i-pub", |c| c.clean_start = true).await;
+    p.publish("i/x", "unacked", QoS::ExactlyOnce, false, |_| {})
+        .await;
+    let first = s.recv_publish().await; // not acknowledged
+    node.crash_and_restart().await;
+    let mut s = Client::connect(node.addr, "i-sub", |_| {}).await;
+    let again = s.recv_publish().await;
+    assert_eq!(&again.payload[..], b"unacked");
+    assert_eq!(
+        again.packet_id, first.packet_id,
+        "same packet identifier after a restart"
+    );
+    assert!(again.dup, "resent with DUP [MQTT-4.4.0-1]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_qos2_packet_ids_survive_so_a_resend_is_not_delivered_twice() {
+    let mut node = Node::start("qos2in").await;
+    let mut s = Client::connect(node.addr, "x-sub", |_| {}).await;
+    // QoS 2 to the subscriber too, so that a copy resent to it after the restart would
+    // show up as a PUBLISH only if the publisher's resend had been routed again.
+    s.subscribe("x/#", QoS::ExactlyOnce).await;
+    let mut p = Client::connect(node.addr, "x-pub", |_| {}).await;
+    let publish = Publish {
+        qos: QoS::ExactlyOnce,
+        topic: ByteStr::from("x/once"),
+        packet_id: 42,
+        payload: bytes::Bytes::from_static(b"once"),
+        ..Default::default()
+    };
+    p.send(&Packet::Publish(publish.clone())).await;
+    assert!(matches!(p.recv().await, Packet::PubRec(_)));
+    let got = s.recv_publish().await;
+    s.send(&Packet::PubRec(PubResp::new(got.packet_id))).await;
+    assert!(matches!(s.recv().await, Packet::PubRel(_)));
+    s.send(&Packet::PubComp(PubResp::new(got.packet_id))).await;
+    s.ping().await;
+    node.crash_and_restart().await;
+    // The publisher resends (it has no PUBCOMP yet); the broker still holds packet id 42.
+    let mut p = Client::connect(node.addr, "x-pub", |_| {}).await;
+    p.send(&Packet::Publish(Publish {
+        dup: true,
+        ..publish
+    }))
+    .await;
+    assert!(matches!(p.recv().await, Packet::PubRec(_)));
+    p.send(&Packet::PubRel(PubResp::new(42))).await;
+    match p.recv().await {
+        Packet::PubComp(c) => assert_eq!(c.reason_code.0, 0, "the identifier was still held"),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    let mut s = Client::connect(node.addr, "x-sub", |_| {}).await;
+    s.ping().await; // nothing delivered a second time [MQTT-4.3.3-10]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_and_messages_are_dropped_on_load() {
+    let mut node = Node::start_with("expiry", 1).await;
+    let mut short = Client::connect(node.addr, "short", |c| {
+        c.properties.session_expiry_interval = Some(1)
+    })
+    .await;
+    short.subscribe("e/#", QoS::AtLeastOnce).await;
+    drop(short);
+    let mut keep = Client::connect(node.addr, "keep", |_| {}).await;
+    keep.subscribe("e/#", QoS::AtLeastOnce).await;
+    drop(keep);
+    let mut p = Client::connect(node.addr, "e-pub", |c| c.clean_start = true).await;
+    // Both subscribers must be offline (queued, not in flight) when the messages come.
+    wait_connected(&mut p, 1).await;
+    p.publish("e/soon", "expires", QoS::AtLeastOnce, false, |p| {
+        p.properties.message_expiry_interval = Some(1)
+    })
+    .await;
+    p.publish("e/late", "stays", QoS::AtLeastOnce, false, |_| {})
+        .await;
+    // The broker is down while both the 1 s session and the 1 s message expire.
+    if let Some(mut c) = node.child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // real expiry time must pass
+    node.spawn().await;
+    let short = Client::connect(node.addr, "short", |_| {}).await;
+    assert!(!short.session_present, "the expired session is gone");
+    let mut keep = Client::connect(node.addr, "keep", |_| {}).await;
+    assert!(keep.session_present);
+    let got = keep.recv_publish().await;
+    assert_eq!(
+        &got.payload[..],
+        b"stays",
+        "the expired message was dropped [MQTT-3.3.2-5]"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_survives_and_is_sent_by_the_restarted_broker() {
+    let mut node = Node::start_with("will", 1).await;
+    let mut watcher = Client::connect(node.addr, "w-watch", |_| {}).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    let mut dying = Client::connect(node.addr, "w-dying", |c| {
+        let mut will = Will {
+            topic: ByteStr::from("wills/dying"),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        };
+        will.properties.will_delay_interval = Some(1);
+        c.will = Some(will);
+    })
+    .await;
+    dying.ping().await;
+    drop(dying); // connection lost: the will waits 1 s
+                 // Wait until the broker has seen the connection go, so that the will is pending (and
+                 // stored) when the broker is killed.
+    wait_connected(&mut watcher, 1).await;
+    node.crash_and_restart().await;
+    let mut watcher = Client::connect(node.addr, "w-watch", |_| {}).await;
+    let will = watcher.recv_publish().await;
+    assert_eq!(
+        (&*will.topic, &will.payload[..]),
+        ("wills/dying", &b"gone"[..])
+    );
+}
