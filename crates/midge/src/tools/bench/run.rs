@@ -392,6 +392,7 @@ pub async fn conn(a: ConnArgs) -> anyhow::Result<Summary> {
     }
     let hold = Arc::new(AtomicBool::new(false));
     let _ = stop_after(a.hold, hold.clone()).await;
+    s.bench_rss_kb = rss_kb(std::process::id());
     if let Some(pid) = a.broker_pid {
         s.broker_rss_after_kb = rss_kb(pid);
         if let (Some(b), Some(after)) = (s.broker_rss_before_kb, s.broker_rss_after_kb) {

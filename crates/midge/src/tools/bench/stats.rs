@@ -169,6 +169,10 @@ pub struct Summary {
     pub broker_rss_after_kb: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_connection_bytes: Option<f64>,
+    /// This process's own VmRSS with every connection open (conn): what one process of
+    /// load costs per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bench_rss_kb: Option<u64>,
 }
 
 impl Summary {
@@ -230,6 +234,9 @@ impl Summary {
         );
         if self.mode != "conn" {
             self.text_messages(&mut s);
+        }
+        if let Some(kb) = self.bench_rss_kb {
+            let _ = writeln!(s, "  load RSS     {kb} kB (this process)");
         }
         if let (Some(before), Some(after)) = (self.broker_rss_before_kb, self.broker_rss_after_kb) {
             let _ = writeln!(
