@@ -99,6 +99,9 @@ pub(crate) struct Conn {
     pub throttle_until: Option<Instant>,
     /// A store write failed: nothing more can be acknowledged safely.
     pub store_failed: bool,
+    /// Congested subscribers of this QoS 0 publisher, and until when to wait for them:
+    /// the connection is not read meanwhile.
+    pub read_pause: Option<(Vec<Arc<dyn DeliveryTarget>>, Instant)>,
     pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
 }
 
@@ -130,6 +133,7 @@ impl Conn {
             publish_window: (Instant::now(), 0),
             throttle_until: None,
             store_failed: false,
+            read_pause: None,
             control_rx: None,
         }
     }
@@ -323,7 +327,7 @@ where
     loop {
         // A client over its publish rate is not read (nor its buffered packets handled)
         // until the rate window ends.
-        while conn.throttle_until.is_none() {
+        while conn.throttle_until.is_none() && conn.read_pause.is_none() {
             match decode(rbuf, conn.version, max_in) {
                 Ok(Some(packet)) => {
                     conn.broker
@@ -350,7 +354,16 @@ where
         if conn.store_failed {
             return Close::Violation(ReasonCode::UNSPECIFIED_ERROR, "store write failed".into());
         }
-        let held = conn.held_ack_wait();
+        if let Some((targets, deadline)) = &mut conn.read_pause {
+            targets.retain(|t| !t.has_room());
+            if targets.is_empty() || *deadline <= Instant::now() {
+                conn.read_pause = None;
+            }
+        }
+        let held = conn.held_ack_wait().or_else(|| {
+            let (targets, deadline) = conn.read_pause.as_ref()?;
+            Some((targets.first()?.clone(), *deadline))
+        });
         let ticket = conn.held_acks.front_mut().and_then(|h| h.ticket.as_mut());
         let room = async {
             if let Some(ticket) = ticket {
@@ -398,7 +411,9 @@ where
             _ = tokio::time::sleep_until(conn.throttle_until.unwrap_or_else(Instant::now)), if conn.throttle_until.is_some() => {
                 conn.throttle_until = None;
             }
-            r = reader.read_buf(rbuf), if conn.wbuf.len() < WRITE_HIGH_WATER && conn.throttle_until.is_none() => match r {
+            r = reader.read_buf(rbuf), if conn.wbuf.len() < WRITE_HIGH_WATER
+                && conn.throttle_until.is_none()
+                && conn.read_pause.is_none() => match r {
                 Ok(0) | Err(_) => return Close::PeerGone,
                 Ok(n) => {
                     conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);

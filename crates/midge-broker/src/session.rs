@@ -206,11 +206,11 @@ impl SessionCell {
 
     /// Queues a message, honouring the queue bounds.
     ///
-    /// An offline session's queue, and QoS 0 messages, stop at `max_queued_messages`. For a
-    /// connected client a QoS 1/2 message past that soft limit is still queued (up to twice
-    /// the limit) and reported as `Congested`: the publisher then holds back its
-    /// acknowledgement until there is room again, so a fast publisher is paced by a slow
-    /// subscriber instead of having acknowledged messages dropped.
+    /// An offline session's queue stops at `max_queued_messages`. For a connected client a
+    /// message past that soft limit is still queued (up to twice the limit) and reported as
+    /// `Congested`: the publisher then holds back its acknowledgement (QoS 1/2) or stops
+    /// reading (QoS 0) until there is room again, so a fast publisher is paced by a slow
+    /// subscriber instead of having messages dropped.
     ///
     /// When the session is kept in the store, a QoS 1/2 message gets a queue sequence
     /// number and its store delivery is pushed onto `durable` for the publisher to commit.
@@ -241,8 +241,7 @@ impl SessionCell {
             }
             let soft_full = self.is_full(&st, msg.payload.len(), 1);
             if soft_full {
-                let may_exceed =
-                    online && qos != QoS::AtMostOnce && !self.is_full(&st, msg.payload.len(), 2);
+                let may_exceed = online && !self.is_full(&st, msg.payload.len(), 2);
                 if !may_exceed {
                     drop(st);
                     self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,9 @@ pub struct Stats {
     pub subscriptions_refused: AtomicU64,
     /// Times a client was slowed down for publishing faster than allowed.
     pub publish_throttled: AtomicU64,
+    /// Times a publisher was paced because a subscriber's queue was past its soft limit
+    /// (acknowledgement held, or a QoS 0 publisher not read).
+    pub publish_paced: AtomicU64,
     /// CONNECTs refused for bad credentials or lack of authorisation.
     pub auth_failures: AtomicU64,
 }

@@ -220,3 +220,57 @@ async fn beyond_twice_the_limit_messages_are_dropped_but_still_acknowledged() {
     assert!(got.len() <= 5 && got.len() >= 3, "{got:?}");
     assert_eq!(got[0], "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos0_publisher_is_paced_by_a_slow_subscriber_instead_of_messages_dropped() {
+    // QoS 0 has no acknowledgement to hold: past a subscriber's soft limit the broker stops
+    // reading the publisher (TCP back-pressure), as Mosquitto's single loop does.
+    let b = tight().await;
+    let mut sub = b.client(V5, "slow0").await;
+    sub.subscribe("bp/zero", QoS::AtMostOnce).await;
+    let mut publ = b.client(V5, "fast0").await;
+    let payload = "x".repeat(64 * 1024);
+    let total = 40usize;
+    let sender = tokio::spawn(async move {
+        for i in 0..total {
+            let mut p = publish_packet("bp/zero", &format!("{i}:{payload}"), QoS::AtMostOnce);
+            p.packet_id = 0;
+            publ.send(&Packet::Publish(p)).await;
+        }
+        publ
+    });
+    // The subscriber reads nothing until the broker reports that it paced the publisher
+    // (2.5 MB of payload cannot fit in the socket buffers and a queue of 2).
+    let stats = b.broker.as_ref().expect("running").inner().stats.clone();
+    for _ in 0..500 {
+        if stats
+            .publish_paced
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        stats
+            .publish_paced
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "never paced"
+    );
+    for i in 0..total {
+        let p = sub.recv_publish().await;
+        assert!(
+            text(&p).starts_with(&format!("{i}:")),
+            "message {i} missing or out of order"
+        );
+    }
+    let _publ = sender.await.expect("sender");
+    assert_eq!(
+        stats
+            .messages_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}

@@ -112,6 +112,12 @@ impl Conn {
             return;
         }
         let waiting = std::mem::take(&mut self.scratch.congested);
+        if !waiting.is_empty() {
+            self.broker
+                .stats
+                .publish_paced
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.held_acks.push_back(HeldAck {
             packet,
             waiting,

@@ -6,6 +6,7 @@ use crate::message::Message;
 use crate::session::Stage;
 use midge_proto::{ByteStr, Packet, PubResp, Publish, QoS, ReasonCode};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 impl Conn {
@@ -154,6 +155,21 @@ impl Conn {
             QoS::AtMostOnce => {
                 let msg = Message::from_publish(p, topic, origin, Instant::now());
                 self.broker.publish(&msg, &mut self.scratch);
+                // No acknowledgement to hold: a QoS 0 publisher that outruns a subscriber
+                // is simply not read until the subscriber has room (TCP back-pressure).
+                // Not paced by its own subscription, though: it drains that queue only by
+                // reading its own acknowledgements.
+                let own = self.session.as_ref().map(|c| Arc::as_ptr(c) as *const ());
+                let mut targets = std::mem::take(&mut self.scratch.congested);
+                targets.retain(|t| Some(Arc::as_ptr(t) as *const ()) != own);
+                if !targets.is_empty() {
+                    self.broker
+                        .stats
+                        .publish_paced
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.read_pause =
+                        Some((targets, Instant::now() + crate::connection::ACK_HOLD_MAX));
+                }
             }
             QoS::AtLeastOnce => {
                 let msg = Message::from_publish(p, topic, origin, Instant::now());

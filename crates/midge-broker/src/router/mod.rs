@@ -189,10 +189,10 @@ impl Router {
         for m in scratch.matches.drain(..) {
             // Without retain-as-published, forwarded messages have RETAIN 0 [MQTT-3.3.1-12].
             let retain = m.retain_as_published && msg.retain;
-            if m.target
-                .deliver(msg, m.qos, retain, m.sub_ids, &mut scratch.durable)
-                == Delivery::Congested
-            {
+            let status = m
+                .target
+                .deliver(msg, m.qos, retain, m.sub_ids, &mut scratch.durable);
+            if status == Delivery::Congested {
                 scratch.congested.push(m.target);
             }
         }
