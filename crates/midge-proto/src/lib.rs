@@ -19,5 +19,5 @@ pub use decode::{decode, decode_fixed_header, FixedHeader};
 pub use encode::{encode, encoded_len};
 pub use error::DecodeError;
 pub use packet::*;
-pub use properties::{PropertyId, Properties};
+pub use properties::{Properties, PropertyId};
 pub use reason::ReasonCode;

@@ -103,7 +103,12 @@ fn store_command(args: &[std::ffi::OsString]) -> std::process::ExitCode {
 }
 
 fn init_logging(verbose: bool) {
-    let default = if verbose { "debug" } else { "info" };
+    // The storage engine's own progress lines are kept out unless asked for (RUST_LOG).
+    let default = if verbose {
+        "debug,fjall=info,lsm_tree=info"
+    } else {
+        "info,fjall=warn,lsm_tree=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -154,7 +154,9 @@ impl Conn {
         match qos {
             QoS::AtMostOnce => {
                 let msg = Message::from_publish(p, topic, origin, Instant::now());
-                self.broker.publish(&msg, &mut self.scratch);
+                // Nothing to acknowledge, but a retained message (or its removal) is still
+                // written to the store.
+                drop(self.broker.publish_durable(&msg, &mut self.scratch, None));
                 // No acknowledgement to hold: a QoS 0 publisher that outruns a subscriber
                 // is simply not read until the subscriber has room (TCP back-pressure).
                 // Not paced by its own subscription, though: it drains that queue only by
