@@ -1,5 +1,6 @@
 //! The broker: shared state, start-up of listeners, the publish path and shutdown.
 
+use crate::auth::scram::ScramFile;
 use crate::auth::{AclFile, AuthFileError, Authenticator, Authorizer, PasswordFile, Reloadable};
 use crate::config::Config;
 use crate::message::{Message, SessionId};
@@ -46,6 +47,8 @@ pub enum StartError {
 pub struct Security {
     pub passwords: Option<Arc<Reloadable<PasswordFile>>>,
     pub acl: Option<Arc<Reloadable<AclFile>>>,
+    /// SCRAM-SHA-256 credentials for MQTT 5 enhanced authentication.
+    pub scram: Option<Arc<Reloadable<ScramFile>>>,
 }
 
 impl Security {
@@ -71,7 +74,21 @@ impl Security {
             }
             None => None,
         };
-        Ok(Security { passwords, acl })
+        let scram = match &config.scram_file {
+            Some(path) => {
+                let r = Reloadable::<ScramFile>::open(path)?;
+                for w in r.current().warnings() {
+                    tracing::warn!("{w}");
+                }
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
+        Ok(Security {
+            passwords,
+            acl,
+            scram,
+        })
     }
 
     pub fn authenticator(&self) -> Option<Arc<dyn Authenticator>> {
@@ -95,6 +112,14 @@ impl Security {
             match a.reload() {
                 Ok(()) => tracing::info!("reloaded ACL file {}", a.path().display()),
                 Err(e) => tracing::error!("ACL file not reloaded, keeping the old one: {e}"),
+            }
+        }
+        if let Some(s) = &self.scram {
+            match s.reload() {
+                Ok(()) => tracing::info!("reloaded SCRAM credentials file {}", s.path().display()),
+                Err(e) => {
+                    tracing::error!("SCRAM credentials file not reloaded, keeping the old one: {e}")
+                }
             }
         }
     }

@@ -125,6 +125,10 @@ pub struct Config {
     /// Mosquitto-format ACL file. When set, every publish, subscribe and delivery is
     /// checked against it. Reloaded on SIGHUP.
     pub acl_file: Option<std::path::PathBuf>,
+    /// SCRAM-SHA-256 credentials for MQTT 5 enhanced authentication (one
+    /// `user:SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` line per user); without
+    /// it, a CONNECT naming an Authentication Method gets CONNACK 0x8C.
+    pub scram_file: Option<std::path::PathBuf>,
     /// Largest number of subscriptions one client may hold (0 = no limit). Past it,
     /// SUBSCRIBE gets 0x97 Quota exceeded (5.0) / 0x80 (3.1.1).
     pub max_subscriptions_per_client: usize,
@@ -192,6 +196,7 @@ impl Default for Config {
             max_connections: None,
             password_file: None,
             acl_file: None,
+            scram_file: None,
             max_subscriptions_per_client: 0,
             max_topic_length: 65535,
             max_topic_levels: 0,

@@ -9,6 +9,7 @@
 use crate::broker::BrokerInner;
 use crate::listener::ClientTransport;
 use crate::message::Message;
+use crate::protocol::auth::EnhancedAuth;
 use crate::router::{DeliveryTarget, RouteScratch};
 use crate::session::{Control, SessionCell};
 use bytes::BytesMut;
@@ -103,6 +104,8 @@ pub(crate) struct Conn {
     /// the connection is not read meanwhile.
     pub read_pause: Option<(Vec<Arc<dyn DeliveryTarget>>, Instant)>,
     pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
+    /// MQTT 5 enhanced authentication (protocol/auth.rs).
+    pub enhanced: EnhancedAuth,
 }
 
 impl Conn {
@@ -135,6 +138,7 @@ impl Conn {
             store_failed: false,
             read_pause: None,
             control_rx: None,
+            enhanced: EnhancedAuth::Unused,
         }
     }
 
@@ -196,10 +200,7 @@ impl Conn {
                 Ok(())
             }
             Packet::Disconnect(d) => self.handle_disconnect(d),
-            Packet::Auth(_) => Err(Close::Violation(
-                ReasonCode::PROTOCOL_ERROR,
-                "AUTH without an authentication method".into(),
-            )),
+            Packet::Auth(a) => self.handle_auth(a),
             // A second CONNECT is a protocol violation [MQTT-3.1.0-2].
             Packet::Connect(_) => Err(Close::Violation(
                 ReasonCode::PROTOCOL_ERROR,
@@ -243,48 +244,96 @@ pub(crate) async fn run<R, W>(
     let mut conn = Conn::new(broker.clone(), client.peer, client.allow_anonymous);
     conn.identity = client.identity;
     let mut rbuf = BytesMut::new();
-    let close = match read_connect(&mut conn, &mut reader, &mut rbuf).await {
-        Ok(connect) => match conn.handle_connect(connect).await {
-            Ok(()) => serve(&mut conn, &mut reader, &mut writer, &mut rbuf).await,
-            Err(close) => close,
-        },
+    let close = match connect_phase(&mut conn, &mut reader, &mut writer, &mut rbuf).await {
+        Ok(()) => serve(&mut conn, &mut reader, &mut writer, &mut rbuf).await,
         Err(close) => close,
     };
     finish(&mut conn, &mut writer, close).await;
 }
 
-/// Waits for the first packet, which must be CONNECT [MQTT-3.1.0-1], within the connect
-/// timeout.
-async fn read_connect<R: AsyncRead + Unpin>(
+/// Everything before the connection is established: CONNECT, the enhanced
+/// authentication exchange if the CONNECT asks for one, and the CONNACK. All of it within
+/// the connect timeout.
+async fn connect_phase<R, W>(
+    conn: &mut Conn,
+    reader: &mut R,
+    writer: &mut W,
+    rbuf: &mut BytesMut,
+) -> Result<(), Close>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + conn.broker.config.connect_timeout;
+    // The first packet must be CONNECT [MQTT-3.1.0-1]; it carries its own protocol level.
+    let connect = match read_before_connack(conn, reader, rbuf, deadline).await {
+        Ok(Packet::Connect(c)) => c,
+        Ok(other) => {
+            tracing::info!(peer = %conn.peer, "first packet was {:?}, not CONNECT; closing", other.packet_type());
+            return Err(Close::PeerGone);
+        }
+        Err(close) => return Err(close),
+    };
+    if connect.properties.authentication_method.is_some() {
+        conn.version = connect.protocol;
+        conn.start_connect_auth(&connect)?;
+        while matches!(conn.enhanced, EnhancedAuth::Pending(_)) {
+            let written = tokio::time::timeout_at(deadline, writer.write_all(&conn.wbuf)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                return Err(Close::PeerGone);
+            }
+            conn.wbuf.clear();
+            match read_before_connack(conn, reader, rbuf, deadline).await? {
+                Packet::Auth(a) => conn.continue_connect_auth(a).await?,
+                other => {
+                    let why = format!(
+                        "{:?} during the authentication exchange",
+                        other.packet_type()
+                    );
+                    return Err(conn.refuse(ReasonCode::PROTOCOL_ERROR, &why));
+                }
+            }
+        }
+    }
+    conn.handle_connect(connect).await
+}
+
+/// Reads the next packet before CONNACK, within `deadline`. The CONNECT is decoded as
+/// 5.0 (it names its own level); the packets after it in the version it named.
+async fn read_before_connack<R: AsyncRead + Unpin>(
     conn: &mut Conn,
     reader: &mut R,
     rbuf: &mut BytesMut,
-) -> Result<Box<midge_proto::Connect>, Close> {
-    let deadline = Instant::now() + conn.broker.config.connect_timeout;
+    deadline: Instant,
+) -> Result<Packet, Close> {
     let max = conn.max_packet_in();
+    let version = if matches!(conn.enhanced, EnhancedAuth::Unused) {
+        ProtocolVersion::V5
+    } else {
+        conn.version
+    };
     loop {
-        match decode(rbuf, ProtocolVersion::V5, max) {
-            Ok(Some(Packet::Connect(c))) => {
+        match decode(rbuf, version, max) {
+            Ok(Some(packet)) => {
                 conn.broker
                     .stats
                     .messages_received
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok(c);
-            }
-            Ok(Some(other)) => {
-                tracing::info!(peer = %conn.peer, "first packet was {:?}, not CONNECT; closing", other.packet_type());
-                return Err(Close::PeerGone);
+                return Ok(packet);
             }
             Ok(None) => {}
-            Err(e) => {
+            Err(e) if matches!(conn.enhanced, EnhancedAuth::Unused) => {
                 tracing::info!(peer = %conn.peer, "bad CONNECT: {e}");
                 conn.refuse_connect_error(&e);
                 return Err(Close::Refused);
             }
+            Err(e) => {
+                return Err(conn.refuse(e.reason_code(), &format!("bad packet: {e}")));
+            }
         }
         match tokio::time::timeout_at(deadline, reader.read_buf(rbuf)).await {
             Err(_) => {
-                tracing::info!(peer = %conn.peer, "no CONNECT within {:?}; closing", conn.broker.config.connect_timeout);
+                tracing::info!(peer = %conn.peer, "not connected within the connect timeout ({:?}); closing", conn.broker.config.connect_timeout);
                 return Err(Close::PeerGone);
             }
             Ok(Ok(0)) | Ok(Err(_)) => return Err(Close::PeerGone),

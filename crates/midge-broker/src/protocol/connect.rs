@@ -2,6 +2,7 @@
 
 use crate::auth::{AuthResult, ClientInfo};
 use crate::connection::{Close, Conn};
+use crate::protocol::auth::EnhancedAuth;
 use crate::session::{ConnLink, Control, QueueLimits, SessionCell};
 use midge_proto::{
     ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, Publish,
@@ -42,7 +43,7 @@ impl Conn {
         }));
     }
 
-    fn refuse(&mut self, code: ReasonCode, why: &str) -> Close {
+    pub(crate) fn refuse(&mut self, code: ReasonCode, why: &str) -> Close {
         tracing::info!(peer = %self.peer, client = %self.client_id, "connection refused: {why} ({code})");
         self.write_connack(code, false, Properties::default());
         Close::Refused
@@ -101,14 +102,11 @@ impl Conn {
             }
         }
 
-        // Authentication: enhanced authentication is not offered yet.
-        if c.properties.authentication_method.is_some() {
-            return Err(self.refuse(
-                ReasonCode::BAD_AUTHENTICATION_METHOD,
-                "no authentication method is supported",
-            ));
+        // Authentication: an enhanced authentication exchange (protocol/auth.rs) already
+        // ran before this when the CONNECT named a method; otherwise the password file.
+        if matches!(self.enhanced, EnhancedAuth::Unused) {
+            self.authenticate(&c).await?;
         }
-        self.authenticate(&c).await?;
 
         // Keep-alive, bounded by max_keepalive.
         let mut keep_alive = c.keep_alive;
@@ -244,6 +242,7 @@ impl Conn {
                     Some(ByteStr::from(format!("response/{}", self.client_id)));
             }
         }
+        self.connack_auth_properties(&mut ack_props);
         self.write_connack(ReasonCode::SUCCESS, session_present, ack_props);
         self.broker.stats.client_connected();
         tracing::info!(
