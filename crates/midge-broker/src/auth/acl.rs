@@ -545,10 +545,24 @@ fn overlaps(rule: &[Level], filter: &[FilterLevel<'_>], client: Option<&ClientIn
     let mut i = 0;
     loop {
         match (rule.get(i), filter.get(i)) {
-            (Some(Level::Multi), _) | (_, Some(FilterLevel::Multi)) => return true,
+            (Some(Level::Multi), _) => return true,
+            // The filter's `#` takes whatever the rule still asks for, provided each level
+            // stands for something.
+            (_, Some(FilterLevel::Multi)) => {
+                return rule[i..]
+                    .iter()
+                    .all(|l| is_wildcard(l) || literal_value(l, client).is_some())
+            }
             (None, None) => return true,
             (None, Some(_)) | (Some(_), None) => return false,
-            (Some(Level::Single), Some(_)) | (Some(_), Some(FilterLevel::Single)) => {}
+            (Some(Level::Single), Some(_)) => {}
+            // `+` matches any level, but a `%u` of a client without a username (or an empty
+            // `%c`) stands for no level at all, as in `topic_matches`.
+            (Some(level), Some(FilterLevel::Single)) => {
+                if literal_value(level, client).is_none() {
+                    return false;
+                }
+            }
             (Some(level), Some(FilterLevel::Literal(f))) => {
                 if literal_value(level, client) != Some(*f) {
                     return false;
@@ -738,6 +752,22 @@ mod tests {
         assert!(m("u/%u/#", "u/alice/a/b", &alice));
         let anon = ClientInfo::new("dev1", None);
         assert!(!m("u/%u/#", "u//a", &anon));
+    }
+
+    /// A `%u` level stands for nothing when the client has no username (and `%c` for nothing
+    /// when the client id is empty), so a `+` in a filter cannot meet it: such a pattern
+    /// grants no subscription, as it grants no delivery.
+    #[test]
+    fn substitution_without_a_value_overlaps_no_filter() {
+        let acl = acl("pattern read inbox/%u\npattern read dev/%c/#\n");
+        let anon = ClientInfo::new("c1", None);
+        assert!(!acl.can_subscribe(&anon, "inbox/+"));
+        assert!(!acl.can_subscribe(&anon, "inbox/#"));
+        assert!(acl.can_subscribe(&anon, "dev/+/x"));
+        let alice = ClientInfo::new("c1", Some("alice"));
+        assert!(acl.can_subscribe(&alice, "inbox/+"));
+        let no_id = ClientInfo::new("", Some("alice"));
+        assert!(!acl.can_subscribe(&no_id, "dev/+/x"));
     }
 
     #[test]
