@@ -25,6 +25,9 @@ use std::time::SystemTime;
 /// At most this many problems are listed one by one; the rest are counted.
 const MAX_LISTED: usize = 200;
 
+/// The file fjall writes first in a new database and looks for to tell an existing one.
+const FJALL_MARKER: &str = "version";
+
 /// One thing wrong with the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -50,6 +53,9 @@ pub struct Report {
     pub strays: u64,
     /// Message bodies no queue entry refers to; harmless (they take space), reported.
     pub orphan_messages: u64,
+    /// False when `repair` is no way out (no store there, or a broker has it open): the
+    /// report then does not point to it.
+    pub repairable: bool,
 }
 
 impl Report {
@@ -117,6 +123,9 @@ impl fmt::Display for Report {
                 self.problem_count - self.problems.len() as u64
             )?;
         }
+        if !self.repairable {
+            return Ok(());
+        }
         writeln!(
             f,
             "`midge store repair` moves the store aside (keeping it) and rebuilds it from \
@@ -135,17 +144,47 @@ pub fn check(dir: impl AsRef<Path>) -> Report {
         problem_count: 0,
         strays: 0,
         orphan_messages: 0,
+        repairable: true,
     };
     if !dir.is_dir() {
         report.engine_problem("engine", "no store: the directory does not exist".into());
+        report.repairable = false;
         return report;
+    }
+    // Opening creates a database where there is none: look first, so that checking the
+    // wrong directory leaves it as it was.
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => {
+            report.engine_problem("engine", "no store: the directory is empty".into());
+            report.repairable = false;
+            return report;
+        }
+        Ok(false) if !dir.join(FJALL_MARKER).exists() => {
+            report.engine_problem(
+                "engine",
+                format!(
+                    "no store: `{FJALL_MARKER}` is missing (not a Midge data directory, \
+                     or a store that lost that file)"
+                ),
+            );
+            return report;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            report.engine_problem("engine", format!("the directory cannot be read: {e}"));
+            report.repairable = false;
+            return report;
+        }
     }
     match FjallEngine::open(dir) {
         Ok(engine) => check_engine(&engine, &mut report),
-        Err(EngineError::Locked(what)) => report.engine_problem(
-            "engine",
-            format!("{what}: stop the broker before checking its store"),
-        ),
+        Err(EngineError::Locked(what)) => {
+            report.engine_problem(
+                "engine",
+                format!("{what}: stop the broker before checking its store"),
+            );
+            report.repairable = false;
+        }
         Err(e) => report.engine_problem("engine", format!("the store cannot be opened: {e}")),
     }
     report
@@ -166,6 +205,7 @@ fn scan_table<E: Engine>(
         problem_count: 0,
         strays: 0,
         orphan_messages: 0,
+        repairable: true,
     };
     let result = engine.scan(table, &[], &[], &mut |k, v| {
         n += 1;
@@ -257,7 +297,8 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
         if let Err(what) = key::split_client_seq(k) {
             r.problem(Table::Queue, k, what);
         }
-        if let Some(e) = decoded::<QueueEntry>(Table::Queue, k, v, r) {
+        let entry = QueueEntry::decode(v).map_err(|what| r.problem(Table::Queue, k, what));
+        if let Ok(e) = entry {
             queued.insert(k.to_vec());
             referenced.insert(e.message_id);
             if !messages.contains(&e.message_id) {
@@ -385,6 +426,8 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
     for n in &mut report.notes {
         *n = n.replace(&from, &to);
     }
+    // The messages table is read twice (ids, then copy): one note is enough.
+    report.notes.dedup();
     if let Err(e) = std::fs::remove_dir_all(&scratch) {
         report.notes.push(format!(
             "scratch copy {} not removed: {e}",
@@ -487,7 +530,7 @@ fn salvage<E: Engine, F: Engine>(
     copy_table(old, Table::Queue, report, &mut out, |k, v| {
         let ok = owned(k)
             && key::split_client_seq(k).is_ok()
-            && record::decode::<QueueEntry>(v).is_ok_and(|e| {
+            && QueueEntry::decode(v).is_ok_and(|e| {
                 let ok = readable.contains(&e.message_id);
                 if ok {
                     referenced.insert(e.message_id);

@@ -119,9 +119,12 @@ pub(crate) fn load<E: Engine>(
     })?;
 
     let mut inflight_entries: BTreeMap<(String, u64), QueueEntry> = BTreeMap::new();
+    // Entries written before queue entries kept the payload length: their bodies are read
+    // for it (once, after the scan).
+    let mut legacy: Vec<(String, MessageId)> = Vec::new();
     scan_all(engine, path, Table::Queue, |k, v| {
         let (client, seq) = key::split_client_seq(k)?;
-        let entry: QueueEntry = record::decode(v)?;
+        let entry = QueueEntry::decode(v)?;
         let in_flight = inflight.contains_key(&(client.to_owned(), seq));
         match clients.owner(client) {
             Owner::Live(s) => {
@@ -139,6 +142,10 @@ pub(crate) fn load<E: Engine>(
                         s.first_queued_seq = seq;
                     }
                     s.queued += 1;
+                    match entry.payload_len {
+                        Some(n) => s.queued_bytes += u64::from(n),
+                        None => legacy.push((client.to_owned(), entry.message_id)),
+                    }
                 }
             }
             Owner::Expired => {}
@@ -152,6 +159,13 @@ pub(crate) fn load<E: Engine>(
         }
         Ok(())
     })?;
+
+    for (client, id) in legacy {
+        let len = read_message(id)?.map_or(0, |m| m.payload.len());
+        if let Some(s) = clients.live.get_mut(&client) {
+            s.queued_bytes += u64::try_from(len).unwrap_or(u64::MAX);
+        }
+    }
 
     for ((client, seq), rec) in inflight {
         let Some(session) = clients.live.get_mut(&client) else {
@@ -285,6 +299,7 @@ fn load_sessions<E: Engine>(
                     inflight: Vec::new(),
                     inbound_qos2: Vec::new(),
                     queued: 0,
+                    queued_bytes: 0,
                     first_queued_seq: 0,
                     next_seq: 0,
                 },

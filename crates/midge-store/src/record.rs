@@ -184,6 +184,47 @@ pub struct QueueEntry {
     /// Copied from the body so that expired entries can be dropped at start-up without
     /// reading message bodies.
     pub expires_at: Option<UnixMillis>,
+    /// Payload length of the body, so that a queue's size in bytes (`max_queued_bytes`)
+    /// is known at start-up without reading message bodies. `None` in entries written
+    /// before it was kept (record format 1).
+    pub payload_len: Option<u32>,
+}
+
+/// The record format of queue entries since they carry the payload length. Entries of
+/// format 1 (without it) are still read.
+pub(crate) const QUEUE_ENTRY_FORMAT: u8 = 2;
+
+/// A queue entry as record format 1 wrote it.
+#[derive(Deserialize)]
+struct QueueEntryV1 {
+    message_id: MessageId,
+    qos: u8,
+    retain: bool,
+    subscription_ids: Vec<u32>,
+    expires_at: Option<UnixMillis>,
+}
+
+impl QueueEntry {
+    /// Serialises the entry behind [`QUEUE_ENTRY_FORMAT`].
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode_as(QUEUE_ENTRY_FORMAT, self)
+    }
+
+    /// Reads an entry of format 2, or of format 1 (with `payload_len: None`).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<QueueEntry, String> {
+        match bytes.split_first() {
+            Some((&QUEUE_ENTRY_FORMAT, rest)) => decode_body(rest),
+            Some((&RECORD_FORMAT, rest)) => decode_body::<QueueEntryV1>(rest).map(|e| QueueEntry {
+                message_id: e.message_id,
+                qos: e.qos,
+                retain: e.retain,
+                subscription_ids: e.subscription_ids,
+                expires_at: e.expires_at,
+                payload_len: None,
+            }),
+            _ => decode(bytes),
+        }
+    }
 }
 
 /// Where an outgoing QoS 1/2 message is in its acknowledgement flow.
@@ -215,7 +256,12 @@ pub struct WillRecord {
 
 /// Serialises a record behind the format byte.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let out = vec![RECORD_FORMAT];
+    encode_as(RECORD_FORMAT, value)
+}
+
+/// Serialises a record behind the format byte `format`.
+fn encode_as<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let out = vec![format];
     // Serialising these plain structs into a Vec cannot fail: postcard fails only for
     // sequences of unknown length and full buffers, which these types and `Vec` rule out.
     match postcard::to_extend(value, out) {
@@ -228,12 +274,17 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match bytes.split_first() {
         None => Err("empty value".to_owned()),
-        Some((&RECORD_FORMAT, rest)) => match postcard::take_from_bytes::<T>(rest) {
-            Ok((v, [])) => Ok(v),
-            Ok((_, tail)) => Err(format!("{} trailing bytes", tail.len())),
-            Err(e) => Err(format!("cannot decode: {e}")),
-        },
+        Some((&RECORD_FORMAT, rest)) => decode_body(rest),
         Some((other, _)) => Err(format!("unknown record format {other}")),
+    }
+}
+
+/// Reads the postcard body after the format byte; all of it must be used.
+fn decode_body<T: DeserializeOwned>(rest: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(rest) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, tail)) => Err(format!("{} trailing bytes", tail.len())),
+        Err(e) => Err(format!("cannot decode: {e}")),
     }
 }
 
@@ -307,13 +358,53 @@ mod tests {
 
     #[test]
     fn queue_entry_round_trips() {
-        round_trip(QueueEntry {
-            message_id: u64::MAX,
-            qos: 1,
-            retain: false,
-            subscription_ids: vec![1, 2, 268_435_455],
-            expires_at: None,
+        for payload_len in [None, Some(0), Some(u32::MAX)] {
+            let e = QueueEntry {
+                message_id: u64::MAX,
+                qos: 1,
+                retain: false,
+                subscription_ids: vec![1, 2, 268_435_455],
+                expires_at: None,
+                payload_len,
+            };
+            let bytes = e.encode();
+            assert_eq!(bytes[0], QUEUE_ENTRY_FORMAT);
+            assert_eq!(QueueEntry::decode(&bytes), Ok(e));
+        }
+    }
+
+    #[test]
+    fn queue_entry_of_format_1_reads_without_payload_length() {
+        #[derive(Serialize)]
+        struct V1 {
+            message_id: MessageId,
+            qos: u8,
+            retain: bool,
+            subscription_ids: Vec<u32>,
+            expires_at: Option<UnixMillis>,
+        }
+        let bytes = encode(&V1 {
+            message_id: 7,
+            qos: 2,
+            retain: true,
+            subscription_ids: vec![3],
+            expires_at: Some(9),
         });
+        assert_eq!(bytes[0], RECORD_FORMAT);
+        assert_eq!(
+            QueueEntry::decode(&bytes),
+            Ok(QueueEntry {
+                message_id: 7,
+                qos: 2,
+                retain: true,
+                subscription_ids: vec![3],
+                expires_at: Some(9),
+                payload_len: None,
+            })
+        );
+        assert!(QueueEntry::decode(&[9, 0])
+            .unwrap_err()
+            .contains("format 9"));
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct RecoveredSession {
     pub inbound_qos2: Vec<u16>,
     /// Queued messages not in flight, on disk.
     pub queued: u64,
+    /// The sum of their payload lengths (for `max_queued_bytes`).
+    pub queued_bytes: u64,
     /// The sequence number of the first of them (meaningful when `queued > 0`).
     pub first_queued_seq: u64,
     /// The sequence number to give the session's next queued message.
@@ -162,6 +164,8 @@ pub trait SessionStore: Send + Sync {
 
     /// Queues `ops` for the writer; the ticket resolves when they are durable. Commits are
     /// applied in call order. Reads (`read_queue`) see a commit once its ticket resolved.
+    /// An empty commit is a barrier: its ticket resolves once every commit called before
+    /// it is applied.
     fn commit(&self, ops: Vec<Op>) -> CommitTicket;
 
     /// Up to `limit` queued messages of `client` with sequence number `from_seq` or

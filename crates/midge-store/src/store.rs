@@ -276,7 +276,7 @@ impl<E: Engine> SessionStore for Store<E> {
         self.engine
             .scan(Table::Queue, &prefix, &start, &mut |k, v| {
                 let parsed = key::split_client_seq(k)
-                    .and_then(|(_, seq)| record::decode::<QueueEntry>(v).map(|entry| (seq, entry)));
+                    .and_then(|(_, seq)| QueueEntry::decode(v).map(|entry| (seq, entry)));
                 match parsed {
                     Ok((seq, entry)) if !inflight.contains(&seq) => entries.push((seq, entry)),
                     Ok(_) => {}
@@ -371,7 +371,7 @@ fn count_references<E: Engine>(
     let mut bad = None;
     engine
         .scan(Table::Queue, &[], &[], &mut |k, v| {
-            match record::decode::<QueueEntry>(v) {
+            match QueueEntry::decode(v) {
                 Ok(e) => *refs.entry(e.message_id).or_insert(0) += 1,
                 Err(what) => bad = Some(damaged_key(path, Table::Queue, k, &what)),
             }

@@ -108,7 +108,7 @@ impl<E: Engine> Core<E> {
     /// Removes the queue entry at `key` (if any) and releases its body.
     fn remove_queue_entry(&mut self, qkey: Vec<u8>) -> Result<(), EngineError> {
         if let Some(bytes) = self.current(Table::Queue, &qkey)? {
-            match record::decode::<QueueEntry>(&bytes) {
+            match QueueEntry::decode(&bytes) {
                 Ok(entry) => self.release(entry.message_id),
                 Err(what) => tracing::warn!(
                     store = %self.path.display(),
@@ -168,11 +168,12 @@ impl<E: Engine> Core<E> {
                         retain: d.retain,
                         subscription_ids: d.subscription_ids,
                         expires_at: message.expires_at,
+                        payload_len: Some(u32::try_from(message.payload.len()).unwrap_or(u32::MAX)),
                     };
                     self.put(
                         Table::Queue,
                         key::client_seq(&d.client, d.seq),
-                        record::encode(&entry),
+                        entry.encode(),
                     );
                 }
             }
@@ -343,12 +344,15 @@ pub(crate) fn run<E: Engine>(mut core: Core<E>, rx: Receiver<Request>, durabilit
                 None
             };
         }
-        if result.is_ok() {
+        // A batch of empty commits (barriers) writes and syncs nothing: what came before
+        // it was already written and synced by the policy.
+        let empty = core.pending.is_empty() && core.delta.is_empty();
+        if result.is_ok() && !empty {
             result = core.flush().map_err(|e| StoreError::engine(&path, e));
-        } else {
+        } else if result.is_err() {
             core.discard();
         }
-        if result.is_ok() {
+        if result.is_ok() && !empty {
             result = after_write(&core, durability, &mut unsynced_since)
                 .map_err(|e| StoreError::engine(&path, e));
         }

@@ -75,6 +75,8 @@ fn queued_messages_survive_restart_in_order() {
         let r = f.store().load(now()).expect("load");
         let s = &r.sessions[0];
         assert_eq!((s.queued, s.first_queued_seq, s.next_seq), (50, 0, 50));
+        // "m0".."m9" are 2 bytes, "m10".."m49" 3 bytes: known without reading bodies.
+        assert_eq!(s.queued_bytes, 10 * 2 + 40 * 3);
         let first = f.store().read_queue("c", 0, 20).expect("read");
         assert_eq!(first.len(), 20);
         let rest = f.store().read_queue("c", 20, 100).expect("read");
@@ -542,4 +544,25 @@ fn retained_record_keeps_every_field() {
         f.store().load(now()).expect("load").retained,
         vec![("a/b".into(), m)]
     );
+}
+
+/// The broker pages a queue in while publishers still commit to it; it relies on an empty
+/// commit resolving only after every commit called before it is readable.
+#[test]
+fn empty_commit_is_a_barrier_for_earlier_commits() {
+    for f in Fixture::both() {
+        f.commit(vec![put_session("c")]);
+        let tickets: Vec<_> = (0..200u64)
+            .map(|seq| {
+                let m = message("t", b"x", None);
+                f.store().commit(vec![enqueue(f.store(), m, &[("c", seq)])])
+            })
+            .collect();
+        f.store().commit(Vec::new()).wait().expect("barrier");
+        let q = f.store().read_queue("c", 0, usize::MAX).expect("read");
+        assert_eq!(q.len(), 200, "{}", f.name());
+        for t in tickets {
+            t.wait().expect("commit");
+        }
+    }
 }
