@@ -44,22 +44,50 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .map_err(|e| file_error(path, format!("cannot read the private key: {e}")))
 }
 
-/// The CA certificates client certificates are checked against: `cafile` and every
-/// `*.pem` / `*.crt` file of `capath`.
+/// Whether `name` is how OpenSSL names a CA file in a hashed directory (`openssl rehash`,
+/// `c_rehash`): the subject hash in 8 hex digits, a dot and a sequence number (`5ed36f99.0`).
+/// CRLs (`5ed36f99.r0`) do not match.
+fn is_openssl_hash_name(name: &str) -> bool {
+    let Some((hash, n)) = name.split_once('.') else {
+        return false;
+    };
+    hash.len() == 8
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The CA files of a `capath` directory: those OpenSSL (and so Mosquitto) reads, named by
+/// subject hash, and every `*.pem` / `*.crt` file. A hash name is usually a link to one of
+/// the others (`openssl rehash`), so files are taken once each, by their resolved path.
+fn capath_files(dir: &Path) -> Result<Vec<PathBuf>, TlsError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| file_error(dir, format!("cannot read directory: {e}")))?;
+    let mut files = std::collections::BTreeMap::new();
+    for entry in entries.flatten() {
+        let p = entry.path();
+        let by_extension = matches!(p.extension().and_then(|e| e.to_str()), Some("pem" | "crt"));
+        let by_hash = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_openssl_hash_name);
+        if by_extension || by_hash {
+            let resolved = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+            files.entry(resolved).or_insert(p);
+        }
+    }
+    Ok(files.into_values().collect())
+}
+
+/// The CA certificates client certificates are checked against: `cafile` and the CA files
+/// of `capath` ([`capath_files`]).
 fn load_roots(settings: &TlsSettings) -> Result<Option<RootCertStore>, TlsError> {
     let mut files = Vec::new();
     if let Some(f) = &settings.cafile {
         files.push(f.clone());
     }
     if let Some(dir) = &settings.capath {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| file_error(dir, format!("cannot read directory: {e}")))?;
-        for entry in entries.flatten() {
-            let p = entry.path();
-            if matches!(p.extension().and_then(|e| e.to_str()), Some("pem" | "crt")) {
-                files.push(p);
-            }
-        }
+        files.extend(capath_files(dir)?);
     }
     if files.is_empty() {
         return Ok(None);
@@ -147,4 +175,20 @@ pub fn certificate_common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_openssl_hash_name;
+
+    #[test]
+    fn openssl_hash_names_are_recognised() {
+        assert!(is_openssl_hash_name("5ed36f99.0"));
+        assert!(is_openssl_hash_name("ABCDEF01.12"));
+        assert!(!is_openssl_hash_name("5ed36f99.r0"), "a CRL");
+        assert!(!is_openssl_hash_name("5ed36f9.0"));
+        assert!(!is_openssl_hash_name("5ed36f99"));
+        assert!(!is_openssl_hash_name("5ed36f99."));
+        assert!(!is_openssl_hash_name("ca.pem"));
+    }
 }

@@ -4,14 +4,17 @@
 //!
 //! Certificates are generated at test time with rcgen; nothing is checked in.
 
+mod common;
+
 use bytes::BytesMut;
+use common::TempDir;
 use midge_broker::{Broker, Config, ListenerConfig, TlsSettings, TlsVersion};
 use midge_proto::{
     decode, encode, ByteStr, Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,26 +23,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("midge-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Dir(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A test PKI: a CA, a server certificate for localhost/127.0.0.1 and client certificates.
 struct Pki {
@@ -89,7 +72,7 @@ fn write(path: &Path, text: &str) {
 }
 
 /// Writes CA, server cert and key; returns TLS settings for them.
-fn server_files(dir: &Dir, pki: &Pki) -> TlsSettings {
+fn server_files(dir: &TempDir, pki: &Pki) -> TlsSettings {
     let server = pki.leaf("localhost", &["localhost", "127.0.0.1"]);
     write(&dir.path("ca.pem"), &pki.ca_pem);
     write(&dir.path("server.pem"), &server.cert_pem);
@@ -236,7 +219,7 @@ impl TlsClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_tls_round_trip() {
-    let dir = Dir::new("roundtrip");
+    let dir = TempDir::new("roundtrip");
     let pki = Pki::new("Midge Test CA");
     let broker = start(server_files(&dir, &pki), |_| {}).await;
     let addr = broker.local_addrs()[0];
@@ -261,7 +244,7 @@ async fn mqtt_over_tls_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_client_certificate_and_identity_as_username() {
-    let dir = Dir::new("identity");
+    let dir = TempDir::new("identity");
     let pki = Pki::new("Midge Test CA");
     let mut tls = server_files(&dir, &pki);
     tls.require_certificate = true;
@@ -333,7 +316,7 @@ impl TlsClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_reload_without_dropping_connections() {
-    let dir = Dir::new("reload");
+    let dir = TempDir::new("reload");
     let pki = Pki::new("Old CA");
     let broker = start(server_files(&dir, &pki), |_| {}).await;
     let addr = broker.local_addrs()[0];
@@ -374,7 +357,7 @@ async fn certificates_reload_without_dropping_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_clients_talk_to_midge_over_tls() {
-    let dir = Dir::new("interop");
+    let dir = TempDir::new("interop");
     let pki = Pki::new("Midge Test CA");
     let broker = start(server_files(&dir, &pki), |_| {}).await;
     let port = broker.local_addrs()[0].port().to_string();
@@ -414,4 +397,113 @@ async fn mosquitto_clients_talk_to_midge_over_tls() {
         "hello over tls"
     );
     broker.shutdown(Duration::from_secs(1)).await;
+}
+
+// ------------------------------------------------------------------- capath
+
+/// Runs `openssl` (Debian's, in the machine image) and returns its standard output.
+fn openssl(args: &[&str], path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A broker whose TLS listener requires a client certificate signed by a CA of `capath`
+/// (and has no `cafile`); its server certificate comes from `server`.
+async fn capath_broker(dir: &TempDir, server: &Pki, capath: &Path) -> Broker {
+    let mut tls = server_files(dir, server);
+    tls.cafile = None;
+    tls.capath = Some(capath.to_owned());
+    tls.require_certificate = true;
+    start(tls, |_| {}).await
+}
+
+/// Whether the broker takes a TLS client presenting `leaf` (or no certificate) as far as a
+/// successful CONNACK.
+async fn served_with(addr: std::net::SocketAddr, server_ca: &str, leaf: Option<&Leaf>) -> bool {
+    let Ok(mut c) = TlsClient::open(addr, &connector(server_ca, leaf)).await else {
+        return false;
+    };
+    let connect = Connect {
+        protocol: V5,
+        clean_start: true,
+        keep_alive: 30,
+        client_id: ByteStr::from("capath-client"),
+        will: None,
+        username: None,
+        password: None,
+        properties: Default::default(),
+    };
+    let mut out = BytesMut::new();
+    encode(&Packet::Connect(Box::new(connect)), V5, &mut out);
+    // With TLS 1.3 a refused certificate shows only once the client writes or reads.
+    if c.stream.write_all(&out).await.is_err() || c.stream.flush().await.is_err() {
+        return false;
+    }
+    matches!(
+        c.recv_or_error().await,
+        Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::SUCCESS
+    )
+}
+
+/// Two CAs in `capath`, a third unknown: certificates of the first two are accepted, the
+/// others (and none at all, with `require_certificate`) refused.
+async fn assert_capath_trusts_exactly(dir: &TempDir, capath: &Path, one: &Pki, two: &Pki) {
+    let server = Pki::new("Server CA");
+    let broker = capath_broker(dir, &server, capath).await;
+    let addr = broker.local_addrs()[0];
+    let stranger = Pki::new("Unknown CA");
+    for (who, leaf, trusted) in [
+        ("CA One", Some(one.leaf("client-one", &[])), true),
+        ("CA Two", Some(two.leaf("client-two", &[])), true),
+        ("an unknown CA", Some(stranger.leaf("client-x", &[])), false),
+        ("no certificate", None, false),
+    ] {
+        assert_eq!(
+            served_with(addr, &server.ca_pem, leaf.as_ref()).await,
+            trusted,
+            "client certificate from {who}"
+        );
+    }
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// mosquitto.conf(5), `capath`: "the certificate files must have ".crt" as the file ending
+/// and you must run "openssl rehash <path to capath>" each time you add/remove a
+/// certificate." A directory prepared that way (`.crt` and `.pem` files plus the hash
+/// links) works unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capath_prepared_with_openssl_rehash_trusts_each_ca_in_it() {
+    let dir = TempDir::new("capath-rehash");
+    let capath = dir.path("capath");
+    std::fs::create_dir(&capath).expect("capath dir");
+    let (one, two) = (Pki::new("CA One"), Pki::new("CA Two"));
+    write(&capath.join("one.crt"), &one.ca_pem);
+    write(&capath.join("two.pem"), &two.ca_pem);
+    openssl(&["rehash"], &capath);
+    assert_capath_trusts_exactly(&dir, &capath, &one, &two).await;
+}
+
+/// OpenSSL finds a `capath` CA by the file name `<subject hash>.<n>` alone, so a directory
+/// may hold nothing else (CA files copied in under their hash names, as
+/// `cp ca.pem $(openssl x509 -hash -noout -in ca.pem).0`). Mosquitto reads such a directory;
+/// so must Midge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capath_with_only_hash_named_files_trusts_each_ca_in_it() {
+    let dir = TempDir::new("capath-hashed");
+    let capath = dir.path("capath");
+    std::fs::create_dir(&capath).expect("capath dir");
+    let (one, two) = (Pki::new("CA One"), Pki::new("CA Two"));
+    for (pki, name) in [(&one, "one"), (&two, "two")] {
+        let staged = dir.path(name);
+        write(&staged, &pki.ca_pem);
+        let hash = openssl(&["x509", "-hash", "-noout", "-in"], &staged);
+        assert_eq!(hash.len(), 8, "subject hash {hash:?}");
+        write(&capath.join(format!("{hash}.0")), &pki.ca_pem);
+    }
+    assert_capath_trusts_exactly(&dir, &capath, &one, &two).await;
 }
