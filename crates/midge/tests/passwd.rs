@@ -262,6 +262,62 @@ fn upgrade_hashes_plain_text_entries_and_leaves_hashed_ones() {
 }
 
 #[test]
+fn scram_credentials_file_is_written_edited_and_read_back_by_the_broker() {
+    use midge_broker::auth::scram::{ScramCredentialSource, ScramCredentials, ScramFile};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("scram");
+    let f = path_str(&file);
+    ok(midge_passwd(&[
+        "-H",
+        "scram-sha-256",
+        "-c",
+        "-b",
+        f,
+        "alice",
+        "wonderland",
+    ]));
+    ok(midge_passwd(&[
+        "-H",
+        "scram-sha-256",
+        "-I",
+        "5000",
+        "-b",
+        f,
+        "bob",
+        "builder",
+    ]));
+    ok(midge_passwd(&[
+        "-H",
+        "scram-sha-256",
+        "-b",
+        f,
+        "alice",
+        "looking-glass",
+    ]));
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.starts_with("alice:SCRAM-SHA-256$4096:"), "{text}");
+    assert!(text.contains("\nbob:SCRAM-SHA-256$5000:"), "{text}");
+
+    let scram = ScramFile::load(&file).expect("the broker loads the file");
+    for (user, password) in [("alice", "looking-glass"), ("bob", "builder")] {
+        let stored = scram.lookup(user).expect("user present");
+        let derived =
+            ScramCredentials::derive(password.as_bytes(), &stored.salt, stored.iterations);
+        assert!(derived == stored, "{user}'s keys match the password");
+    }
+    ok(midge_passwd(&["-H", "scram-sha-256", "-D", f, "bob"]));
+    assert!(ScramFile::load(&file)
+        .expect("loads")
+        .lookup("bob")
+        .is_none());
+    // Fewer iterations than RFC 7677's minimum are refused.
+    let low = midge_passwd(&["-H", "scram-sha-256", "-I", "100", "-b", f, "carol", "x"]);
+    assert_eq!(low.code, 1);
+    assert!(low.stderr.contains("4096"), "{}", low.stderr);
+}
+
+#[test]
 fn interactive_password_is_read_from_stdin_when_it_is_not_a_terminal() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("pw");

@@ -655,13 +655,17 @@ fn password_and_acl_files_are_read_in_both_syntaxes() {
     );
     let loaded = ok(parse_str(
         Path::new("midge.toml"),
-        "password_file = \"/pw\"\nacl_file = \"/acl\"\n",
+        "password_file = \"/pw\"\nacl_file = \"/acl\"\nscram_file = \"/scram\"\n",
     ));
     assert_eq!(
         loaded.config.password_file.as_deref(),
         Some(Path::new("/pw"))
     );
     assert_eq!(loaded.config.acl_file.as_deref(), Some(Path::new("/acl")));
+    assert_eq!(
+        loaded.config.scram_file.as_deref(),
+        Some(Path::new("/scram"))
+    );
 }
 
 // ----- mosquitto.conf: unsupported keys -----

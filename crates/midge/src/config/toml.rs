@@ -38,6 +38,7 @@ struct File {
     max_connections: Option<Spanned<i64>>,
     password_file: Option<String>,
     acl_file: Option<String>,
+    scram_file: Option<String>,
     max_subscriptions_per_client: Option<Spanned<i64>>,
     max_topic_length: Option<Spanned<i64>>,
     max_topic_levels: Option<Spanned<i64>>,
@@ -255,6 +256,7 @@ impl Reader<'_> {
             },
             password_file: file.password_file.as_ref().map(PathBuf::from),
             acl_file: file.acl_file.as_ref().map(PathBuf::from),
+            scram_file: file.scram_file.as_ref().map(PathBuf::from),
             max_subscriptions_per_client: self.int(
                 &file.max_subscriptions_per_client,
                 "max_subscriptions_per_client",

@@ -11,6 +11,7 @@
 //! backup is kept beside it until the new content is written.
 
 use midge_broker::auth::password::{HashKind, PasswordHash, MOSQUITTO_DEFAULT_ITERATIONS};
+use midge_broker::auth::scram::{ScramFile, DEFAULT_ITERATIONS as SCRAM_DEFAULT_ITERATIONS};
 use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -71,16 +72,19 @@ fn fail(message: impl Into<String>) -> Failure {
 const USAGE: &str = "\
 midge passwd is a tool for managing password files for Midge and Mosquitto.
 
-Usage: midge passwd [-H argon2id | -H sha512-pbkdf2 | -H sha512] [-c | -D] passwordfile username
-       midge passwd [-H argon2id | -H sha512-pbkdf2 | -H sha512] [-c] -b passwordfile username password
-       midge passwd [-H argon2id | -H sha512-pbkdf2 | -H sha512] -U passwordfile
+Usage: midge passwd [-H argon2id | -H sha512-pbkdf2 | -H sha512 | -H scram-sha-256] [-c | -D] passwordfile username
+       midge passwd [-H argon2id | -H sha512-pbkdf2 | -H sha512 | -H scram-sha-256] [-c] -b passwordfile username password
+       midge passwd [-H argon2id | -H sha512-pbkdf2 | -H sha512 | -H scram-sha-256] -U passwordfile
  -b : run in batch mode to allow passing passwords on the command line.
  -c : create a new password file. This will overwrite existing files.
  -D : delete the username rather than adding/updating its password.
  -H : specify the hashing algorithm. Defaults to argon2id, which only Midge reads.
       Use sha512-pbkdf2 (mosquitto_passwd's default) for a file Mosquitto reads too;
       sha512 is the weaker format of Mosquitto 1.6 and earlier.
- -I : number of PBKDF2 iterations for sha512-pbkdf2 (default 101, as mosquitto_passwd).
+      scram-sha-256 writes a SCRAM credentials file (the broker's `scram_file`) for
+      MQTT 5 enhanced authentication instead of a password file.
+ -I : number of PBKDF2 iterations for sha512-pbkdf2 (default 101, as mosquitto_passwd)
+      or scram-sha-256 (default and minimum 4096, RFC 7677).
  -U : update a plain text password file to use hashed passwords.
 ";
 
@@ -107,9 +111,17 @@ enum Action {
     Help,
 }
 
+/// What a new entry is: a password hash for a `password_file`, or SCRAM keys for a
+/// `scram_file` (the two files share the `username:value` line shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Password(HashKind),
+    Scram,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 struct Options {
-    kind: HashKind,
+    kind: Kind,
     iterations: u32,
     action: Action,
 }
@@ -177,8 +189,8 @@ fn run_inner(
 /// Parses flags and operands as `mosquitto_passwd` does: flags first, then operands, whose
 /// count depends on the flags. `Ok(None)` means "print usage and fail".
 fn parse_args(args: &[OsString]) -> Result<Option<Options>, Failure> {
-    let mut kind = HashKind::Argon2id;
-    let mut iterations = MOSQUITTO_DEFAULT_ITERATIONS;
+    let mut kind = Kind::Password(HashKind::Argon2id);
+    let mut iterations = None;
     let (mut batch, mut create, mut delete, mut upgrade) = (false, false, false, false);
     let mut idx = 0;
     while let Some(arg) = args.get(idx) {
@@ -190,8 +202,13 @@ fn parse_args(args: &[OsString]) -> Result<Option<Options>, Failure> {
                     ));
                 };
                 let name = name.to_string_lossy();
-                kind = HashKind::from_name(&name)
-                    .ok_or_else(|| fail(format!("Error: Unknown hash type '{name}'")))?;
+                kind = if name.eq_ignore_ascii_case("scram-sha-256") {
+                    Kind::Scram
+                } else {
+                    HashKind::from_name(&name)
+                        .map(Kind::Password)
+                        .ok_or_else(|| fail(format!("Error: Unknown hash type '{name}'")))?
+                };
                 idx += 1;
             }
             Some("-I") => {
@@ -200,11 +217,13 @@ fn parse_args(args: &[OsString]) -> Result<Option<Options>, Failure> {
                         "Error: -I argument given but not enough other arguments.",
                     ));
                 };
-                iterations = count
-                    .to_str()
-                    .and_then(|c| c.parse::<u32>().ok())
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| fail("Error: Number of iterations must be > 0."))?;
+                iterations = Some(
+                    count
+                        .to_str()
+                        .and_then(|c| c.parse::<u32>().ok())
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| fail("Error: Number of iterations must be > 0."))?,
+                );
                 idx += 1;
             }
             Some("-b") => batch = true,
@@ -214,7 +233,7 @@ fn parse_args(args: &[OsString]) -> Result<Option<Options>, Failure> {
             Some("-h" | "--help") => {
                 return Ok(Some(Options {
                     kind,
-                    iterations,
+                    iterations: 1,
                     action: Action::Help,
                 }))
             }
@@ -297,6 +316,16 @@ fn parse_args(args: &[OsString]) -> Result<Option<Options>, Failure> {
         Action::Delete { username, .. } => check_username(username)?,
         Action::Upgrade { .. } | Action::Help => {}
     }
+    let iterations = match (kind, iterations) {
+        (Kind::Scram, Some(n)) if n < SCRAM_DEFAULT_ITERATIONS => {
+            return Err(fail(format!(
+            "Error: SCRAM-SHA-256 needs at least {SCRAM_DEFAULT_ITERATIONS} iterations (RFC 7677)."
+        )))
+        }
+        (_, Some(n)) => n,
+        (Kind::Scram, None) => SCRAM_DEFAULT_ITERATIONS,
+        (Kind::Password(_), None) => MOSQUITTO_DEFAULT_ITERATIONS,
+    };
     Ok(Some(Options {
         kind,
         iterations,
@@ -376,15 +405,30 @@ fn read_line(reader: &mut dyn BufRead) -> io::Result<Option<String>> {
 
 /// Makes `username:hash` lines.
 struct Hasher {
-    kind: HashKind,
+    kind: Kind,
     iterations: u32,
 }
 
 impl Hasher {
     fn line(&self, username: &str, password: &str) -> Result<String, Failure> {
-        let hash = PasswordHash::generate(self.kind, password.as_bytes(), self.iterations)
-            .map_err(|_| fail("Error: Unable to hash password."))?;
-        Ok(format!("{username}:{hash}\n"))
+        match self.kind {
+            Kind::Password(kind) => {
+                let hash = PasswordHash::generate(kind, password.as_bytes(), self.iterations)
+                    .map_err(|_| fail("Error: Unable to hash password."))?;
+                Ok(format!("{username}:{hash}\n"))
+            }
+            Kind::Scram => ScramFile::entry(username, password, self.iterations)
+                .map(|line| line + "\n")
+                .map_err(|e| fail(format!("Error: {e}."))),
+        }
+    }
+
+    /// Whether a `-U` upgrade leaves this value alone (it is already what `kind` writes).
+    fn is_hashed(&self, value: &str) -> bool {
+        match self.kind {
+            Kind::Password(_) => PasswordHash::parse(value).is_ok(),
+            Kind::Scram => value.starts_with("SCRAM-SHA-256$"),
+        }
     }
 }
 
@@ -474,7 +518,7 @@ fn upgrade(content: &str, hasher: &Hasher) -> Result<String, Failure> {
         match line {
             Line::Entry {
                 username, value, ..
-            } if PasswordHash::parse(value).is_err() => {
+            } if !hasher.is_hashed(value) => {
                 updated.push_str(&hasher.line(username, value)?);
             }
             Line::Entry { raw, .. } | Line::Other(raw) => push_line(&mut updated, raw),
@@ -605,7 +649,7 @@ mod tests {
         let o = parse_args(&args(&["-H", "sha512-pbkdf2", "-c", "-b", "f", "u", "p"]))
             .unwrap()
             .unwrap();
-        assert_eq!(o.kind, HashKind::Sha512Pbkdf2);
+        assert_eq!(o.kind, Kind::Password(HashKind::Sha512Pbkdf2));
         assert_eq!(
             o.action,
             Action::Create {
@@ -616,6 +660,27 @@ mod tests {
         );
         // A flag after the operands is an operand, so the count is wrong: usage.
         assert!(parse_args(&args(&["f", "u", "-b"])).unwrap().is_none());
+    }
+
+    #[test]
+    fn scram_kind_defaults_to_4096_iterations_and_refuses_fewer() {
+        let o = parse_args(&args(&["-H", "scram-sha-256", "-b", "f", "u", "p"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.kind, o.iterations), (Kind::Scram, 4096));
+        let low = parse_args(&args(&[
+            "-H",
+            "scram-sha-256",
+            "-I",
+            "1000",
+            "-b",
+            "f",
+            "u",
+            "p",
+        ]));
+        assert!(low.unwrap_err().message.contains("4096"));
+        let o = parse_args(&args(&["-b", "f", "u", "p"])).unwrap().unwrap();
+        assert_eq!(o.iterations, MOSQUITTO_DEFAULT_ITERATIONS);
     }
 
     #[test]
