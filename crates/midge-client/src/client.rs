@@ -29,6 +29,7 @@ pub(crate) enum Command {
     Subscribe(Subscribe, Option<Reply<SubscribeAck>>),
     Unsubscribe(Unsubscribe, Option<Reply<UnsubscribeAck>>),
     Disconnect(Disconnect, oneshot::Sender<()>),
+    Reauthenticate(Reply<()>),
 }
 
 /// State the event loop shares with the handles.
@@ -97,9 +98,19 @@ impl Client {
     ///
     /// Fails with [`Error::ConnectionRefused`] when the server refuses, even with
     /// reconnect enabled: reconnecting applies to connections lost later.
+    ///
+    /// With an [`authenticator`](ConnectOptions::authenticator), the enhanced
+    /// authentication exchange runs before CONNACK; the connection fails with
+    /// [`Error::Authentication`] if the authenticator refuses what the server sent.
     pub async fn connect(options: ConnectOptions) -> Result<(Client, Messages), Error> {
-        let (link, connack) =
-            connection::open(&options, options.clean_start, &options.client_id).await?;
+        let mut authenticator = options.authenticator.as_ref().map(|(_, make)| make());
+        let (link, connack) = connection::open(
+            &options,
+            options.clean_start,
+            &options.client_id,
+            authenticator.as_deref_mut(),
+        )
+        .await?;
         let client_id = connack
             .properties
             .assigned_client_identifier
@@ -122,6 +133,8 @@ impl Client {
             shared: shared.clone(),
             pending: VecDeque::new(),
             held: None,
+            authenticator,
+            reauthentication: None,
         };
         tokio::spawn(event_loop.run(link));
         let client = Client {
@@ -249,6 +262,32 @@ impl Client {
         };
         let (tx, rx) = oneshot::channel();
         self.send(Command::Unsubscribe(packet, Some(tx))).await?;
+        self.wait(rx).await
+    }
+
+    /// Re-authenticates on the open connection (MQTT 5.0 enhanced authentication,
+    /// section 4.12.1): sends AUTH 0x19 (Re-authenticate) with the
+    /// [`authenticator`](ConnectOptions::authenticator)'s new first message
+    /// [MQTT-4.12.1-1], answers the server's challenges, and resolves once the server
+    /// answered AUTH 0x00 (Success) and the authenticator accepted its data. Other
+    /// requests and messages keep flowing meanwhile.
+    ///
+    /// Fails with [`Error::InvalidRequest`] without an authenticator or while another
+    /// re-authentication is in progress, with [`Error::ServerDisconnected`] when the
+    /// server refuses (it then closes the connection, and the client reconnects if so
+    /// configured), and with [`Error::Authentication`] when the authenticator refuses
+    /// the server's answer (the client then disconnects with 0x87 Not authorized).
+    ///
+    /// ```
+    /// # use midge_client::{Client, Error};
+    /// # async fn f(client: Client) -> Result<(), Error> {
+    /// client.reauthenticate().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reauthenticate(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Reauthenticate(tx)).await?;
         self.wait(rx).await
     }
 

@@ -2,12 +2,14 @@
 //! server announced, and its topic alias tables.
 
 use crate::alias::{IncomingAliases, OutgoingAliases};
+use crate::auth::{auth_packet, check_server_auth, Authenticator};
 use crate::options::{ConnectOptions, Direction, PacketObserver};
 use crate::transport::BoxTransport;
 use crate::Error;
 use bytes::BytesMut;
 use midge_proto::{
-    decode, encode, encoded_len, ByteStr, ConnAck, Connect, Packet, ProtocolVersion, Publish,
+    decode, encode, encoded_len, ByteStr, ConnAck, Connect, Disconnect, Packet, ProtocolVersion,
+    Publish, ReasonCode,
 };
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -122,13 +124,15 @@ impl Link {
     }
 }
 
-/// Opens a connection and performs the CONNECT / CONNACK exchange.
+/// Opens a connection and performs the CONNECT / CONNACK exchange, with an enhanced
+/// authentication exchange in between when there is an `authenticator`.
 pub(crate) async fn open(
     options: &ConnectOptions,
     clean_start: bool,
     client_id: &ByteStr,
+    authenticator: Option<&mut (dyn Authenticator + 'static)>,
 ) -> Result<(Link, ConnAck), Error> {
-    let attempt = handshake(options, clean_start, client_id);
+    let attempt = handshake(options, clean_start, client_id, authenticator);
     match tokio::time::timeout(options.connect_timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout),
@@ -163,45 +167,103 @@ fn connect_packet(options: &ConnectOptions, clean_start: bool, client_id: &ByteS
     }
 }
 
+/// The socket while CONNECT is being answered.
+struct Handshake<'a> {
+    options: &'a ConnectOptions,
+    reader: ReadHalf<BoxTransport>,
+    writer: WriteHalf<BoxTransport>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    max_incoming: usize,
+}
+
+impl Handshake<'_> {
+    async fn send(&mut self, packet: &Packet) -> Result<(), Error> {
+        if let Some(observe) = &self.options.observer {
+            observe(Direction::Sent, packet);
+        }
+        encode(packet, self.options.protocol, &mut self.write_buf);
+        self.writer.write_all(&self.write_buf).await?;
+        self.writer.flush().await?;
+        self.write_buf.clear();
+        Ok(())
+    }
+
+    async fn receive(&mut self) -> Result<Packet, Error> {
+        loop {
+            let decoded = decode(&mut self.read_buf, self.options.protocol, self.max_incoming)?;
+            if let Some(packet) = decoded {
+                if let Some(observe) = &self.options.observer {
+                    observe(Direction::Received, &packet);
+                }
+                return Ok(packet);
+            }
+            if self.reader.read_buf(&mut self.read_buf).await? == 0 {
+                return Err(Error::ConnectionClosed);
+            }
+        }
+    }
+
+    /// Gives up on the server: a DISCONNECT saying why (5.0: "the Client can close the
+    /// connection at any point in this process. It MAY send a DISCONNECT packet before
+    /// doing so", section 4.12), then `error`.
+    async fn abandon(mut self, reason: ReasonCode, error: Error) -> Error {
+        if self.options.protocol.is_v5() {
+            let disconnect = Packet::Disconnect(Disconnect {
+                reason_code: reason,
+                ..Disconnect::default()
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.send(&disconnect)).await;
+        }
+        error
+    }
+}
+
 async fn handshake(
     options: &ConnectOptions,
     clean_start: bool,
     client_id: &ByteStr,
+    mut authenticator: Option<&mut (dyn Authenticator + 'static)>,
 ) -> Result<(Link, ConnAck), Error> {
     if options.password.is_some() && options.username.is_none() && !options.protocol.is_v5() {
         return Err(Error::InvalidRequest(
             "a password needs a user name before MQTT 5.0".into(),
         ));
     }
-    let stream = options.connector.connect().await?;
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let connect = connect_packet(options, clean_start, client_id);
-    let mut write_buf = BytesMut::new();
-    let connect = Packet::Connect(Box::new(connect));
-    if let Some(observe) = &options.observer {
-        observe(Direction::Sent, &connect);
-    }
-    encode(&connect, options.protocol, &mut write_buf);
-    writer.write_all(&write_buf).await?;
-    writer.flush().await?;
-    write_buf.clear();
-
-    let max_incoming = options
-        .properties
-        .maximum_packet_size
-        .and_then(|m| usize::try_from(m).ok())
-        .filter(|_| options.protocol.is_v5())
-        .unwrap_or(PROTOCOL_MAX_PACKET);
-    let mut read_buf = BytesMut::with_capacity(4096);
-    let connack = loop {
-        if let Some(packet) = decode(&mut read_buf, options.protocol, max_incoming)? {
-            if let Some(observe) = &options.observer {
-                observe(Direction::Received, &packet);
-            }
-            break expect_connack(packet)?;
+    let mut connect = connect_packet(options, clean_start, client_id);
+    if let Some(auth) = authenticator.as_deref_mut() {
+        if !options.protocol.is_v5() {
+            return Err(Error::InvalidRequest(
+                "enhanced authentication needs MQTT 5.0".into(),
+            ));
         }
-        if reader.read_buf(&mut read_buf).await? == 0 {
-            return Err(Error::ConnectionClosed);
+        connect.properties.authentication_method = Some(auth.method().into());
+        connect.properties.authentication_data = auth.start()?;
+    }
+    let stream = options.connector.connect().await?;
+    let (reader, writer) = tokio::io::split(stream);
+    let mut hs = Handshake {
+        options,
+        reader,
+        writer,
+        read_buf: BytesMut::with_capacity(4096),
+        write_buf: BytesMut::new(),
+        max_incoming: options
+            .properties
+            .maximum_packet_size
+            .and_then(|m| usize::try_from(m).ok())
+            .filter(|_| options.protocol.is_v5())
+            .unwrap_or(PROTOCOL_MAX_PACKET),
+    };
+    hs.send(&Packet::Connect(Box::new(connect))).await?;
+    let single_step = options.properties.authentication_method.is_some();
+    let connack = loop {
+        let packet = hs.receive().await?;
+        match authenticate(packet, authenticator.as_deref_mut(), single_step) {
+            Ok(Step::Done(connack)) => break connack,
+            Ok(Step::Answer(auth)) => hs.send(&auth).await?,
+            Err((Some(reason), error)) => return Err(hs.abandon(reason, error).await),
+            Err((None, error)) => return Err(error),
         }
     };
     let keep_alive = connack
@@ -211,11 +273,11 @@ async fn handshake(
     let v5 = options.protocol.is_v5();
     let link = Link {
         version: options.protocol,
-        reader,
-        writer,
-        read_buf,
-        write_buf,
-        max_incoming,
+        reader: hs.reader,
+        writer: hs.writer,
+        read_buf: hs.read_buf,
+        write_buf: hs.write_buf,
+        max_incoming: hs.max_incoming,
         limits: ServerLimits::from_connack(&connack),
         out_aliases: OutgoingAliases::new(if v5 {
             connack.properties.topic_alias_maximum.unwrap_or(0)
@@ -231,27 +293,83 @@ async fn handshake(
     Ok((link, connack))
 }
 
-fn expect_connack(packet: Packet) -> Result<ConnAck, Error> {
-    match packet {
-        Packet::ConnAck(connack) if connack.reason_code.is_error() => {
-            Err(Error::ConnectionRefused {
+/// Where a packet received before CONNACK leaves the handshake.
+enum Step {
+    /// A successful CONNACK (its authentication, if any, verified).
+    Done(ConnAck),
+    /// The AUTH to answer the server's challenge with.
+    Answer(Packet),
+}
+
+/// A failed handshake: the DISCONNECT reason code to tell the server, if any, and the error.
+type Failure = (Option<ReasonCode>, Error);
+
+/// Handles one packet received in answer to CONNECT.
+/// `single_step`: CONNECT carried an Authentication Method without an authenticator.
+fn authenticate(
+    packet: Packet,
+    authenticator: Option<&mut (dyn Authenticator + 'static)>,
+    single_step: bool,
+) -> Result<Step, Failure> {
+    let protocol = |(reason, what): (ReasonCode, String)| (Some(reason), Error::Protocol(what));
+    match (packet, authenticator) {
+        (Packet::ConnAck(connack), _) if connack.reason_code.is_error() => Err((
+            None,
+            Error::ConnectionRefused {
                 reason_code: connack.reason_code,
                 reason_string: connack
                     .properties
                     .reason_string
                     .as_ref()
                     .map(|s| s.to_string()),
-            })
-        }
-        Packet::ConnAck(connack) => Ok(connack),
-        Packet::Auth(_) => Err(Error::Protocol(
-            "the server asked for an enhanced authentication exchange (AUTH), which this \
-             client does not support"
-                .into(),
+            },
         )),
-        other => Err(Error::Protocol(format!(
-            "expected CONNACK, got {:?}",
-            other.packet_type()
+        (Packet::ConnAck(connack), None) => Ok(Step::Done(connack)),
+        (Packet::ConnAck(connack), Some(auth)) => {
+            let theirs = connack.properties.authentication_method.as_deref();
+            if theirs != Some(auth.method()) {
+                return Err(protocol((
+                    ReasonCode::PROTOCOL_ERROR,
+                    format!(
+                        "CONNACK with Authentication Method {theirs:?}, expected {:?} \
+                         [MQTT-4.12.0-5]",
+                        auth.method()
+                    ),
+                )));
+            }
+            auth.finish(connack.properties.authentication_data.as_deref())
+                .map_err(|e| (Some(ReasonCode::NOT_AUTHORIZED), e.into()))?;
+            Ok(Step::Done(connack))
+        }
+        (Packet::Auth(_), None) if !single_step => Err(protocol((
+            ReasonCode::PROTOCOL_ERROR,
+            "AUTH from the server although the client sent no Authentication Method \
+             [MQTT-4.12.0-6]"
+                .into(),
+        ))),
+        (Packet::Auth(_), None) => Err(protocol((
+            ReasonCode::PROTOCOL_ERROR,
+            "the server asked for an enhanced authentication exchange (AUTH), but the client \
+             has no authenticator (see ConnectOptions::authenticator)"
+                .into(),
+        ))),
+        (Packet::Auth(packet), Some(auth)) => {
+            let method = auth.method().to_owned();
+            let data = check_server_auth(&packet, &method, ReasonCode::CONTINUE_AUTHENTICATION)
+                .map_err(protocol)?;
+            let answer = auth
+                .step(data)
+                .map_err(|e| (Some(ReasonCode::NOT_AUTHORIZED), e.into()))?;
+            // [MQTT-4.12.0-3] The answer to AUTH is AUTH 0x18 (Continue authentication).
+            Ok(Step::Answer(auth_packet(
+                ReasonCode::CONTINUE_AUTHENTICATION,
+                &method,
+                answer,
+            )))
+        }
+        (other, _) => Err(protocol((
+            ReasonCode::PROTOCOL_ERROR,
+            format!("expected CONNACK, got {:?}", other.packet_type()),
         ))),
     }
 }

@@ -31,6 +31,13 @@ pub enum Error {
     /// The server broke the protocol (or sent a packet this client cannot decode).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Enhanced authentication failed on the client's side: the
+    /// [`Authenticator`](crate::Authenticator) refused what the server sent (a server that
+    /// does not prove it knows the credentials, a weakened SCRAM iteration count, ...).
+    /// A server refusing the client is [`ConnectionRefused`](Self::ConnectionRefused) or,
+    /// on re-authentication, [`ServerDisconnected`](Self::ServerDisconnected).
+    #[error("authentication failed: {0}")]
+    Authentication(#[from] crate::auth::AuthError),
     /// The server did not answer in time (CONNACK, or PINGRESP within the keep-alive).
     #[error("timed out waiting for the server")]
     Timeout,

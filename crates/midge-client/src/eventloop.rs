@@ -5,6 +5,7 @@
 //! a `select!` over socket reads, requests from `Client` handles, socket writes and the
 //! keep-alive timer) -> `handle_packet` (one packet from the server).
 
+use crate::auth::{auth_packet, check_server_auth, Authenticator};
 use crate::client::{Command, Shared};
 use crate::connection::{self, Link};
 use crate::message::{ConnectionInfo, Message, PublishAck, SubscribeAck, UnsubscribeAck};
@@ -13,8 +14,8 @@ use crate::session::{respond, Outgoing, Responder, Session, Stage};
 use crate::Error;
 use bytes::Buf;
 use midge_proto::{
-    decode, ByteStr, ConnAck, Disconnect, Packet, PubResp, Publish, QoS, ReasonCode, Subscribe,
-    Unsubscribe,
+    decode, Auth, ByteStr, ConnAck, Disconnect, Packet, PubResp, Publish, QoS, ReasonCode,
+    Subscribe, Unsubscribe,
 };
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -65,6 +66,10 @@ pub(crate) struct EventLoop {
     /// Requests taken from the channel, waiting for flow control (or the reconnection).
     pub pending: VecDeque<Command>,
     pub held: Option<Held>,
+    /// The enhanced authentication method, for every (re)connection and re-authentication.
+    pub authenticator: Option<Box<dyn Authenticator>>,
+    /// The caller of a re-authentication in progress on this connection.
+    pub reauthentication: Option<oneshot::Sender<Result<(), Error>>>,
 }
 
 impl EventLoop {
@@ -74,6 +79,9 @@ impl EventLoop {
                 LinkEnd::Closed => return self.finish(Error::Closed, None),
                 LinkEnd::Lost(error) => error,
             };
+            if let Some(waiter) = self.reauthentication.take() {
+                let _ = waiter.send(Err(error.clone()));
+            }
             tracing::info!(client_id = %self.client_id, "connection lost: {error}");
             let Some(policy) = self.options.reconnect.clone() else {
                 return self.finish(error.clone(), Some(error));
@@ -191,6 +199,7 @@ impl EventLoop {
                     self.start_unsubscribe(link, packet, responder)
                 }
                 Command::Disconnect(disconnect, done) => return Some((disconnect, done)),
+                Command::Reauthenticate(responder) => self.start_reauthentication(link, responder),
             }
         }
         None
@@ -202,7 +211,7 @@ impl EventLoop {
                 self.session.publishes_in_flight < usize::from(link.limits.receive_maximum)
                     && self.session.has_free_id()
             }
-            Command::Publish(..) | Command::Disconnect(..) => true,
+            Command::Publish(..) | Command::Disconnect(..) | Command::Reauthenticate(..) => true,
             Command::Subscribe(..) | Command::Unsubscribe(..) => self.session.has_free_id(),
         }
     }
@@ -288,6 +297,88 @@ impl EventLoop {
         );
     }
 
+    /// Sends AUTH 0x19 (Re-authenticate) with a new exchange's first data [MQTT-4.12.1-1].
+    fn start_reauthentication(
+        &mut self,
+        link: &mut Link,
+        responder: oneshot::Sender<Result<(), Error>>,
+    ) {
+        let Some(auth) = self.authenticator.as_deref_mut() else {
+            let _ = responder.send(Err(Error::InvalidRequest(
+                "re-authentication needs an authenticator (ConnectOptions::authenticator)".into(),
+            )));
+            return;
+        };
+        if self.reauthentication.is_some() {
+            let _ = responder.send(Err(Error::InvalidRequest(
+                "a re-authentication is already in progress".into(),
+            )));
+            return;
+        }
+        match auth.start() {
+            Ok(data) => {
+                link.send(&auth_packet(
+                    ReasonCode::RE_AUTHENTICATE,
+                    auth.method(),
+                    data,
+                ));
+                self.reauthentication = Some(responder);
+            }
+            Err(e) => {
+                let _ = responder.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// AUTH from the server on an established connection: the next step of the
+    /// re-authentication in progress, or its end.
+    fn handle_auth(&mut self, link: &mut Link, packet: Auth) -> Result<(), Fault> {
+        let Some(auth) = self.authenticator.as_deref_mut() else {
+            let what = if self.options.properties.authentication_method.is_none() {
+                "AUTH from the server although the client sent no Authentication Method \
+                 [MQTT-4.12.0-6]"
+            } else {
+                "AUTH from the server, but the client has no authenticator to answer it with"
+            };
+            return Err(Fault::protocol(ReasonCode::PROTOCOL_ERROR, what));
+        };
+        if self.reauthentication.is_none() {
+            // Only the client starts a re-authentication (section 4.12.1).
+            return Err(Fault::protocol(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH from the server with no re-authentication in progress",
+            ));
+        }
+        let method = auth.method().to_owned();
+        let expected = if packet.reason_code == ReasonCode::SUCCESS {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::CONTINUE_AUTHENTICATION
+        };
+        let data = check_server_auth(&packet, &method, expected)
+            .map_err(|(reason, what)| Fault::protocol(reason, what))?;
+        let not_authorized = |e: crate::AuthError| Fault {
+            reason: Some(ReasonCode::NOT_AUTHORIZED),
+            error: e.into(),
+        };
+        if expected == ReasonCode::SUCCESS {
+            auth.finish(data).map_err(not_authorized)?;
+            tracing::info!(client_id = %self.client_id, "re-authenticated");
+            if let Some(waiter) = self.reauthentication.take() {
+                let _ = waiter.send(Ok(()));
+            }
+        } else {
+            let answer = auth.step(data).map_err(not_authorized)?;
+            // [MQTT-4.12.0-3] The answer to AUTH is AUTH 0x18 (Continue authentication).
+            link.send(&auth_packet(
+                ReasonCode::CONTINUE_AUTHENTICATION,
+                &method,
+                answer,
+            ));
+        }
+        Ok(())
+    }
+
     /// Decodes and handles every whole packet in the read buffer, stopping early when a
     /// message must wait for room in the application's channel.
     fn process_input(&mut self, link: &mut Link) -> Result<(), Fault> {
@@ -338,6 +429,7 @@ impl EventLoop {
                 }
             }
             Packet::PingResp => link.ping_sent = None,
+            Packet::Auth(auth) => self.handle_auth(link, auth)?,
             Packet::Disconnect(d) => {
                 return Err(Fault {
                     reason: None,
@@ -522,7 +614,13 @@ impl EventLoop {
             // A 5.0 client asks to resume its session; a 3.1.1 client with clean session
             // had none to resume, and will subscribe again.
             let clean_start = !self.options.protocol.is_v5() && self.options.clean_start;
-            match connection::open(&self.options, clean_start, &self.client_id).await {
+            let attempt = connection::open(
+                &self.options,
+                clean_start,
+                &self.client_id,
+                self.authenticator.as_deref_mut(),
+            );
+            match attempt.await {
                 Ok((mut link, connack)) => {
                     tracing::info!(client_id = %self.client_id, session_present = connack.session_present, "reconnected");
                     self.resume(&mut link, &connack);
@@ -570,6 +668,9 @@ impl EventLoop {
             Command::Unsubscribe(_, r) => respond(r, Err(Error::OfflineBufferFull)),
             Command::Disconnect(_, done) => {
                 let _ = done.send(());
+            }
+            Command::Reauthenticate(r) => {
+                let _ = r.send(Err(Error::OfflineBufferFull));
             }
         }
     }
@@ -654,7 +755,13 @@ impl EventLoop {
                 Command::Disconnect(_, done) => {
                     let _ = done.send(());
                 }
+                Command::Reauthenticate(r) => {
+                    let _ = r.send(Err(error.clone()));
+                }
             }
+        }
+        if let Some(waiter) = self.reauthentication.take() {
+            let _ = waiter.send(Err(error.clone()));
         }
         self.shared.set_closed(reason);
         self.commands.close();

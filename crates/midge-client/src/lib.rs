@@ -29,27 +29,36 @@
 //! # }
 //! ```
 //!
+//! Authentication: user name and password in CONNECT
+//! ([`ConnectOptions::credentials`]), or MQTT 5.0 enhanced authentication with a
+//! challenge/response [`Authenticator`] ([`ConnectOptions::authenticator`]), such as the
+//! built-in [`ScramSha256`], which also proves that the server holds the credentials.
+//!
 //! Transports: TCP ([`TcpConnector`]) and TLS ([`TlsConnector`], rustls) are built in;
 //! anything `AsyncRead + AsyncWrite` plugs in through [`Connector`] (a WebSocket
 //! connector will join when the broker serves WebSocket).
 
 mod alias;
+pub mod auth;
 mod client;
 mod connection;
 mod error;
 mod eventloop;
 mod message;
 mod options;
+pub mod scram;
 mod session;
 pub mod tls;
 pub mod transport;
 
+pub use auth::{AuthError, Authenticator};
 pub use client::{Client, Messages, PendingAck};
 pub use error::Error;
 pub use message::{
     ConnectionInfo, Message, PublishAck, SubscribeAck, Subscription, UnsubscribeAck,
 };
 pub use options::{ConnectOptions, Direction, PacketObserver, Reconnect, Will};
+pub use scram::ScramSha256;
 pub use tls::{TlsConnector, TlsOptions};
 pub use transport::{Connector, TcpConnector};
 

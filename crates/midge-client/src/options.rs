@@ -1,6 +1,7 @@
 //! Connect options: everything CONNECT carries, plus how the client behaves around it
 //! (timeouts, reconnect, buffers).
 
+use crate::auth::Authenticator;
 use crate::transport::{Connector, TcpConnector};
 use bytes::Bytes;
 use midge_proto::{ByteStr, Properties, ProtocolVersion, QoS};
@@ -64,6 +65,10 @@ pub enum Direction {
 /// command-line tools' `-d`; it runs on the connection's task, so keep it quick.
 pub type PacketObserver = Arc<dyn Fn(Direction, &midge_proto::Packet) + Send + Sync>;
 
+/// Makes the [`Authenticator`] of each client connected with these options (options are
+/// `Clone`; an authenticator holds the state of one exchange).
+pub(crate) type AuthenticatorFactory = Arc<dyn Fn() -> Box<dyn Authenticator> + Send + Sync>;
+
 /// Automatic reconnection: exponential back-off between `min_delay` and `max_delay`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconnect {
@@ -114,6 +119,8 @@ pub struct ConnectOptions {
     pub(crate) incoming_buffer: usize,
     pub(crate) outgoing_topic_aliases: bool,
     pub(crate) observer: Option<PacketObserver>,
+    /// The method name alongside its factory, for `Debug`.
+    pub(crate) authenticator: Option<(String, AuthenticatorFactory)>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -129,6 +136,10 @@ impl std::fmt::Debug for ConnectOptions {
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .field("properties", &self.properties)
             .field("reconnect", &self.reconnect)
+            .field(
+                "authenticator",
+                &self.authenticator.as_ref().map(|(method, _)| method),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +180,7 @@ impl ConnectOptions {
             incoming_buffer: 1024,
             outgoing_topic_aliases: true,
             observer: None,
+            authenticator: None,
         }
     }
 
@@ -255,11 +267,34 @@ impl ConnectOptions {
         self
     }
 
-    /// Authentication Method and Data (5.0). Only single-step methods are supported: a
-    /// server that answers with AUTH (continue authentication) fails the connection.
+    /// Authentication Method and Data (5.0) for a single-step method: a server that
+    /// answers with AUTH (Continue authentication) fails the connection. For a
+    /// challenge/response method use [`authenticator`](Self::authenticator).
     pub fn authentication(mut self, method: impl Into<ByteStr>, data: Option<Bytes>) -> Self {
         self.properties.authentication_method = Some(method.into());
         self.properties.authentication_data = data;
+        self
+    }
+
+    /// Enhanced authentication (5.0) with a challenge/response method such as
+    /// [`ScramSha256`](crate::ScramSha256): CONNECT carries its Authentication Method and
+    /// first data, the client answers the server's AUTH packets with it, and checks the
+    /// data of the CONNACK before trusting the connection. Every automatic reconnection
+    /// runs a new exchange; [`Client::reauthenticate`](crate::Client::reauthenticate)
+    /// runs one on the open connection.
+    ///
+    /// Takes precedence over [`authentication`](Self::authentication). Each
+    /// [`Client::connect`](crate::Client::connect) with these options works on its own
+    /// clone of `authenticator`. Connecting fails with
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest) before MQTT 5.0.
+    pub fn authenticator<A>(mut self, authenticator: A) -> Self
+    where
+        A: Authenticator + Clone + Sync + 'static,
+    {
+        let method = authenticator.method().to_owned();
+        let factory: AuthenticatorFactory =
+            Arc::new(move || Box::new(authenticator.clone()) as Box<dyn Authenticator>);
+        self.authenticator = Some((method, factory));
         self
     }
 
