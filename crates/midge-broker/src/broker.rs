@@ -1,7 +1,9 @@
 //! The broker: shared state, start-up of listeners, the publish path and shutdown.
 
 use crate::auth::scram::ScramFile;
-use crate::auth::{AclFile, AuthFileError, Authenticator, Authorizer, PasswordFile, Reloadable};
+use crate::auth::{
+    AclFile, AuthFileError, Authenticator, Authorizer, LoadFile, PasswordFile, Reloadable,
+};
 use crate::config::Config;
 use crate::message::{Message, SessionId};
 use crate::persist;
@@ -54,36 +56,9 @@ pub struct Security {
 impl Security {
     /// Loads the files the configuration names; errors name the file and line.
     pub fn load(config: &Config) -> Result<Security, AuthFileError> {
-        let passwords = match &config.password_file {
-            Some(path) => {
-                let r = Reloadable::<PasswordFile>::open(path)?;
-                for w in r.current().warnings() {
-                    tracing::warn!("{w}");
-                }
-                Some(Arc::new(r))
-            }
-            None => None,
-        };
-        let acl = match &config.acl_file {
-            Some(path) => {
-                let r = Reloadable::<AclFile>::open(path)?;
-                for w in r.current().warnings() {
-                    tracing::warn!("{w}");
-                }
-                Some(Arc::new(r))
-            }
-            None => None,
-        };
-        let scram = match &config.scram_file {
-            Some(path) => {
-                let r = Reloadable::<ScramFile>::open(path)?;
-                for w in r.current().warnings() {
-                    tracing::warn!("{w}");
-                }
-                Some(Arc::new(r))
-            }
-            None => None,
-        };
+        let passwords = open_security_file(&config.password_file, PasswordFile::warnings)?;
+        let acl = open_security_file(&config.acl_file, AclFile::warnings)?;
+        let scram = open_security_file(&config.scram_file, ScramFile::warnings)?;
         Ok(Security {
             passwords,
             acl,
@@ -123,6 +98,21 @@ impl Security {
             }
         }
     }
+}
+
+/// Loads one security file, if configured, logging the warnings it gave.
+fn open_security_file<T: LoadFile>(
+    path: &Option<std::path::PathBuf>,
+    warnings: fn(&T) -> &[String],
+) -> Result<Option<Arc<Reloadable<T>>>, AuthFileError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let file = Reloadable::<T>::open(path)?;
+    for w in warnings(&file.current()) {
+        tracing::warn!("{w}");
+    }
+    Ok(Some(Arc::new(file)))
 }
 
 /// State shared by every task of one broker.
