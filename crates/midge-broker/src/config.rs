@@ -59,7 +59,8 @@ pub struct TlsSettings {
     pub keyfile: std::path::PathBuf,
     /// PEM file of CA certificates that client certificates are checked against (`cafile`).
     pub cafile: Option<std::path::PathBuf>,
-    /// Directory of PEM CA certificates (`capath`), read as `*.pem` and `*.crt`.
+    /// Directory of PEM CA certificates (`capath`): `*.pem`, `*.crt` and OpenSSL hash-named
+    /// files (`<hash>.0`, as `openssl rehash` makes them), each file read once.
     pub capath: Option<std::path::PathBuf>,
     /// Clients must present a certificate signed by the CA (`require_certificate`);
     /// otherwise one is optional, and checked when given.

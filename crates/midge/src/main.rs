@@ -196,40 +196,59 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives once clients can connect is never the
+        // default action (SIGHUP would kill the process).
+        let signals = Signals::install();
         let broker = Broker::start(config).await?;
         tracing::info!("midge {} running", env!("CARGO_PKG_VERSION"));
-        wait_for_signal(&broker).await;
+        signals.wait(&broker).await;
         tracing::info!("shutting down");
         broker.shutdown(Duration::from_secs(5)).await;
         Ok(())
     })
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password and ACL files meanwhile.
-#[cfg(unix)]
-async fn wait_for_signal(broker: &Broker) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    let hup = signal(SignalKind::hangup());
-    match (term, int, hup) {
-        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
-            tokio::select! {
-                _ = term.recv() => return,
-                _ = int.recv() => return,
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading security files");
-                    broker.reload_security();
-                }
-            }
-        },
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+/// SIGINT and SIGTERM stop the broker; SIGHUP reloads the security files and TLS
+/// certificates meanwhile.
+struct Signals {
+    #[cfg(unix)]
+    unix: Option<[tokio::signal::unix::Signal; 3]>,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal(_broker: &Broker) {
-    let _ = tokio::signal::ctrl_c().await;
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let unix = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(int), Ok(hup)) => Some([term, int, hup]),
+                _ => None,
+            };
+            Signals { unix }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn wait(self, broker: &Broker) {
+        #[cfg(unix)]
+        if let Some([mut term, mut int, mut hup]) = self.unix {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading security files");
+                        broker.reload_security();
+                    }
+                }
+            }
+        }
+        let _ = broker;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

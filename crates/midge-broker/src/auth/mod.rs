@@ -18,9 +18,11 @@ use std::sync::Arc;
 
 /// The outcome of checking a client's CONNECT credentials.
 ///
-/// Mosquitto 2.0 answers a wrong or unknown username/password with "not authorised" (3.1.1
-/// return code 5, MQTT 5 reason code 0x87), not with "bad user name or password"; matching
-/// that keeps client error messages the same for migrating users.
+/// 3.1.1 clients get "not authorised" (return code 5) for a wrong or unknown username or
+/// password, as Mosquitto 2.0 answers. MQTT 5 clients get 0x86 Bad User Name or Password,
+/// the code the specification gives for it (Mosquitto 2.0.11 sends 0x87 Not authorized:
+/// listed in docs/conformance.md, "Deliberate differences"); an anonymous client refused by
+/// `allow_anonymous false` gets 0x87 in both brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthResult {
     /// The credentials are valid.
