@@ -570,20 +570,34 @@ async fn second_reauthentication_while_one_is_in_progress_is_refused() {
 }
 
 #[tokio::test]
-async fn reauthentication_without_an_authenticator_is_refused() {
+async fn reauthentication_without_an_authenticator_is_refused_and_sends_no_auth() {
+    // [MQTT-4.12.0-7] Without an Authentication Method in CONNECT the client must not
+    // send AUTH: the request fails locally, and the next packet on the wire is the PUBLISH
+    // that follows it.
     let server = FakeServer::start().await;
-    let (client, _peer) = with_server(server.options(), async {
+    let (client, peer) = with_server(server.options(), async {
         let (mut peer, _) = server.accept().await;
         peer.send(connack(ReasonCode::SUCCESS, None, None)).await;
         peer
     })
     .await;
+    let mut peer = peer;
     let (client, _messages) = client.unwrap();
     let result = client.reauthenticate().await;
     assert!(
         matches!(result, Err(Error::InvalidRequest(_))),
         "{result:?}"
     );
+    let publish = client.publish("t", "next", QoS::AtLeastOnce, false);
+    let serve = async {
+        let packet = peer.recv().await;
+        let Packet::Publish(p) = packet else {
+            panic!("expected PUBLISH, got {packet:?}")
+        };
+        peer.send(Packet::PubAck(PubResp::new(p.packet_id))).await;
+    };
+    let (ack, ()) = tokio::join!(publish, serve);
+    assert!(!ack.unwrap().reason_code.is_error());
 }
 
 #[tokio::test]
