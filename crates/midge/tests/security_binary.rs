@@ -604,3 +604,109 @@ fn sighup_with_broken_files_keeps_the_old_rules_and_logs_why() {
     assert_eq!(rc, ReasonCode::SUCCESS, "alice with the old password file");
     alice.ping();
 }
+
+/// MQTT 5 enhanced authentication end to end: credentials made by `midge passwd -H
+/// scram-sha-256`, the binary started with a TOML `scram_file`, Midge's own client logging
+/// in with SCRAM-SHA-256 (wrong password refused with 0x87), re-authenticating, and a user
+/// added to the file and SIGHUP letting that user in.
+#[test]
+fn scram_login_with_midge_passwd_credentials_and_midge_client() {
+    use midge_client::{Client as MqttClient, ConnectOptions, Error, QoS as Q, ScramSha256};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scram = dir.path().join("scram");
+    let scram_s = scram.to_str().expect("utf-8 path");
+    let made = run(
+        MIDGE,
+        &[
+            "passwd",
+            "-H",
+            "scram-sha-256",
+            "-c",
+            "-b",
+            scram_s,
+            "alice",
+            "wonderland",
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let port = free_port();
+    let conf = dir.path().join("midge.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "persistence = false\nscram_file = \"{scram_s}\"\nauth_failures_before_delay = 0\n\
+             [[listener]]\nport = {port}\nbind_address = \"127.0.0.1\"\nallow_anonymous = false\n"
+        ),
+    )
+    .expect("config");
+    let mut midge = start_midge(&conf);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let connect = |id: &str, user: &str, password: &str| {
+        let options = ConnectOptions::new("127.0.0.1", port)
+            .client_id(id)
+            .authenticator(ScramSha256::new(user, password));
+        runtime.block_on(async {
+            tokio::time::timeout(WAIT, MqttClient::connect(options))
+                .await
+                .expect("connect finishes in time")
+        })
+    };
+
+    let (alice, mut messages) = connect("alice-1", "alice", "wonderland").expect("alice logs in");
+    runtime.block_on(async {
+        alice
+            .subscribe("scram/#", Q::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        tokio::time::timeout(WAIT, alice.reauthenticate())
+            .await
+            .expect("in time")
+            .expect("re-authenticated");
+        alice
+            .publish("scram/t", "hello", Q::AtLeastOnce, false)
+            .await
+            .expect("publish");
+        let m = tokio::time::timeout(WAIT, messages.recv())
+            .await
+            .expect("in time")
+            .expect("message");
+        assert_eq!(
+            (m.topic.as_ref(), &m.payload[..]),
+            ("scram/t", &b"hello"[..])
+        );
+    });
+
+    for (user, password) in [("alice", "looking-glass"), ("bob", "builder")] {
+        match connect("refused", user, password) {
+            Err(Error::ConnectionRefused { reason_code, .. }) => {
+                assert_eq!(reason_code, ReasonCode::NOT_AUTHORIZED, "{user}")
+            }
+            other => panic!("{user}: expected CONNACK 0x87, got {:?}", other.err()),
+        }
+    }
+
+    let added = run(
+        MIDGE,
+        &[
+            "passwd",
+            "-H",
+            "scram-sha-256",
+            "-b",
+            scram_s,
+            "bob",
+            "builder",
+        ],
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    midge.signal("-HUP");
+    midge.wait_for("reloaded SCRAM credentials file");
+    let (bob, _) = connect("bob-1", "bob", "builder").expect("bob logs in after SIGHUP");
+    runtime.block_on(async {
+        bob.disconnect().await.expect("disconnect");
+        alice.disconnect().await.expect("disconnect");
+    });
+}
