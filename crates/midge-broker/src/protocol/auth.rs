@@ -37,6 +37,8 @@ impl Conn {
     /// client-first with AUTH 0x18 [MQTT-4.12.0-2]. A method the broker does not offer
     /// gets CONNACK 0x8C [MQTT-4.12.0-1].
     pub(crate) fn start_connect_auth(&mut self, c: &Connect) -> Result<(), Close> {
+        // Named in log lines from here on (handle_connect checks it afterwards).
+        self.client_id = c.client_id.clone();
         let method = c.properties.authentication_method.as_deref().unwrap_or("");
         let scram = self.broker.security.scram.clone();
         let Some(source) = scram.filter(|_| method == METHOD) else {
