@@ -28,19 +28,19 @@ use tokio::time::Instant;
 pub enum StartError {
     #[error(transparent)]
     Security(#[from] AuthFileError),
+    // Each message carries its cause's text once and keeps no `source`, so `{e:#}` (how
+    // the binary prints it) does not repeat it.
     #[error("store: {0}")]
-    Store(#[source] midge_store::StoreError),
-    #[error("listener {addr}: {source}")]
+    Store(midge_store::StoreError),
+    #[error("listener {addr}: {error}")]
     Tls {
         addr: SocketAddr,
-        #[source]
-        source: crate::tls::TlsError,
+        error: crate::tls::TlsError,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -569,21 +569,21 @@ impl Broker {
             let tls = match &l.tls {
                 Some(settings) => {
                     let t =
-                        TlsListener::new(settings.clone()).map_err(|source| StartError::Tls {
+                        TlsListener::new(settings.clone()).map_err(|error| StartError::Tls {
                             addr: l.bind,
-                            source,
+                            error,
                         })?;
                     Some(Arc::new(t))
                 }
                 None => None,
             };
-            let socket = crate::listener::bind(l.bind).map_err(|source| StartError::Bind {
+            let socket = crate::listener::bind(l.bind).map_err(|error| StartError::Bind {
                 addr: l.bind,
-                source,
+                error,
             })?;
-            let addr = socket.local_addr().map_err(|source| StartError::Bind {
+            let addr = socket.local_addr().map_err(|error| StartError::Bind {
                 addr: l.bind,
-                source,
+                error,
             })?;
             if let Some(t) = &tls {
                 tls_listeners.push((addr, t.clone()));
