@@ -634,46 +634,8 @@ topic read open/#
 /// identifier used for a refused message is free again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_publish_in_3_1_1_is_acknowledged_normally_and_dropped() {
-    let dir = TempDir::new("deny-311");
-    let b = broker_with_acl(&dir, PUBLISH_ACL).await;
-    let (mut bob, _) = login(&b, V311, "bob", "bob", "b").await;
-    bob.subscribe("guarded/#", QoS::ExactlyOnce).await;
-    bob.subscribe("open/#", QoS::ExactlyOnce).await;
-    let (mut alice, rc) = login(&b, V311, "alice", "alice", "a").await;
-    assert_eq!(rc, ReasonCode::SUCCESS);
-
-    assert_eq!(
-        alice.publish("guarded/q0", "x", QoS::AtMostOnce).await,
-        None
-    );
-    let ack = alice.publish("guarded/q1", "x", QoS::AtLeastOnce).await;
-    assert_eq!(
-        ack.map(|a| a.reason_code),
-        Some(ReasonCode::SUCCESS),
-        "PUBACK"
-    );
     // QoS 2: PUBREC, then PUBREL -> PUBCOMP, the normal flow [MQTT-4.3.3-1].
-    let mut p = common::publish_packet("guarded/q2", "x", QoS::ExactlyOnce);
-    p.packet_id = 42;
-    let ack = alice.publish_packet(p).await;
-    assert!(
-        matches!(ack, Some(ref a) if a.packet_id == 42 && a.reason_code == ReasonCode::SUCCESS),
-        "PUBCOMP for the refused QoS 2 message: {ack:?}"
-    );
-    alice.ping().await;
-    assert!(
-        bob.drain_publishes().await.is_empty(),
-        "a refused message was delivered"
-    );
-
-    // Same connection, same packet identifier, an allowed topic: delivered once.
-    let mut p = common::publish_packet("open/q2", "allowed", QoS::ExactlyOnce);
-    p.packet_id = 42;
-    let ack = alice.publish_packet(p).await;
-    assert_eq!(ack.map(|a| a.reason_code), Some(ReasonCode::SUCCESS));
-    let got = bob.drain_publishes().await;
-    let topics: Vec<&str> = got.iter().map(|p| &*p.topic).collect();
-    assert_eq!(topics, vec!["open/q2"]);
+    denied_publish_is_answered_with_and_dropped("deny-311", V311, ReasonCode::SUCCESS).await;
 }
 
 /// MQTT 5.0 can say no: PUBACK or PUBREC with 0x87 Not authorized (5.0 sections 3.4.2.1 and
@@ -682,12 +644,25 @@ async fn denied_publish_in_3_1_1_is_acknowledged_normally_and_dropped() {
 /// (section 2.2.1). QoS 0 is dropped silently. The connection stays open throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_publish_in_5_0_gets_0x87_and_is_dropped() {
-    let dir = TempDir::new("deny-5");
+    denied_publish_is_answered_with_and_dropped("deny-5", V5, ReasonCode::NOT_AUTHORIZED).await;
+}
+
+/// The denied-publish scenario of both versions: alice publishes to `guarded/`, which she
+/// may not write, at QoS 0 (no answer), QoS 1 (PUBACK `refused`) and QoS 2 with packet
+/// identifier 42 (the last answer, PUBCOMP in 3.1.1 or PUBREC in 5.0, carries `refused`);
+/// bob, subscribed, receives none of it. Then the same packet identifier on an allowed
+/// topic is acknowledged with success and delivered once, on the same connection.
+async fn denied_publish_is_answered_with_and_dropped(
+    dir: &str,
+    v: ProtocolVersion,
+    refused: ReasonCode,
+) {
+    let dir = TempDir::new(dir);
     let b = broker_with_acl(&dir, PUBLISH_ACL).await;
-    let (mut bob, _) = login(&b, V5, "bob", "bob", "b").await;
+    let (mut bob, _) = login(&b, v, "bob", "bob", "b").await;
     bob.subscribe("guarded/#", QoS::ExactlyOnce).await;
     bob.subscribe("open/#", QoS::ExactlyOnce).await;
-    let (mut alice, rc) = login(&b, V5, "alice", "alice", "a").await;
+    let (mut alice, rc) = login(&b, v, "alice", "alice", "a").await;
     assert_eq!(rc, ReasonCode::SUCCESS);
 
     assert_eq!(
@@ -695,13 +670,13 @@ async fn denied_publish_in_5_0_gets_0x87_and_is_dropped() {
         None
     );
     let ack = alice.publish("guarded/q1", "x", QoS::AtLeastOnce).await;
-    assert_eq!(ack.map(|a| a.reason_code), Some(ReasonCode::NOT_AUTHORIZED));
+    assert_eq!(ack.map(|a| a.reason_code), Some(refused), "{v:?} PUBACK");
     let mut p = common::publish_packet("guarded/q2", "x", QoS::ExactlyOnce);
     p.packet_id = 42;
-    let rec = alice.publish_packet(p).await;
+    let ack = alice.publish_packet(p).await;
     assert!(
-        matches!(rec, Some(ref a) if a.packet_id == 42 && a.reason_code == ReasonCode::NOT_AUTHORIZED),
-        "PUBREC 0x87: {rec:?}"
+        matches!(ack, Some(ref a) if a.packet_id == 42 && a.reason_code == refused),
+        "{v:?} last answer {refused:?} for the refused QoS 2 message: {ack:?}"
     );
     alice.ping().await;
     assert!(
@@ -709,6 +684,7 @@ async fn denied_publish_in_5_0_gets_0x87_and_is_dropped() {
         "a refused message was delivered"
     );
 
+    // Same connection, same packet identifier, an allowed topic: delivered once.
     let mut p = common::publish_packet("open/q2", "allowed", QoS::ExactlyOnce);
     p.packet_id = 42;
     let ack = alice.publish_packet(p).await;
