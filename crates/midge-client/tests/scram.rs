@@ -160,6 +160,27 @@ impl Peer {
             .map(|ok| ok.server_final)
             .map_err(|e| e.reason_code())
     }
+
+    /// Plays a whole SCRAM login from the client-first in CONNECT, for the right
+    /// password: the challenge, then CONNACK 0x00 with the server-final.
+    async fn accept_login(&mut self, client_first: &[u8]) {
+        let server_final = self.challenge(client_first).await.unwrap();
+        self.send(connack(
+            ReasonCode::SUCCESS,
+            Some(METHOD),
+            Some(server_final),
+        ))
+        .await;
+    }
+
+    /// Acknowledges the PUBLISH the client sends next (QoS 1).
+    async fn ack_publish(&mut self) {
+        let packet = self.recv().await;
+        let Packet::Publish(p) = packet else {
+            panic!("expected PUBLISH, got {packet:?}")
+        };
+        self.send(Packet::PubAck(PubResp::new(p.packet_id))).await;
+    }
 }
 
 fn auth(reason_code: ReasonCode, method: &str, data: impl Into<Bytes>) -> Packet {
@@ -223,17 +244,13 @@ async fn with_server<S: Future>(
     tokio::join!(connect, server)
 }
 
-/// Connects "alice" through a whole exchange; returns the client and the server's end.
-async fn login(server: &FakeServer, options: ConnectOptions) -> (Client, Messages, Peer) {
+/// Connects "alice" (password "wonderland") through a whole exchange; returns the client
+/// and the server's end.
+async fn login(server: &FakeServer) -> (Client, Messages, Peer) {
+    let options = server.scram_options("alice", "wonderland");
     let (client, peer) = with_server(options, async {
         let (mut peer, connect) = server.accept().await;
-        let server_final = peer.challenge(&client_first(&connect)).await.unwrap();
-        peer.send(connack(
-            ReasonCode::SUCCESS,
-            Some(METHOD),
-            Some(server_final),
-        ))
-        .await;
+        peer.accept_login(&client_first(&connect)).await;
         peer
     })
     .await;
@@ -241,24 +258,53 @@ async fn login(server: &FakeServer, options: ConnectOptions) -> (Client, Message
     (client, messages, peer)
 }
 
+/// Publishes `payload` at QoS 1 while the server's end acknowledges it; the client sees a
+/// successful PUBACK, so the connection is usable.
+async fn publish_is_acknowledged(client: &Client, peer: &mut Peer, payload: &'static str) {
+    let publish = client.publish("t", payload, QoS::AtLeastOnce, false);
+    let (ack, ()) = tokio::join!(publish, peer.ack_publish());
+    assert!(!ack.unwrap().reason_code.is_error());
+}
+
+/// Accepts the connection, answers its CONNECT with `answer`, and expects the client to
+/// send DISCONNECT with `reason` and close the connection; returns the client's outcome
+/// and the CONNECT.
+async fn answer_connect_and_expect_disconnect(
+    server: &FakeServer,
+    options: ConnectOptions,
+    answer: Packet,
+    reason: ReasonCode,
+) -> (Result<(Client, Messages), Error>, Connect) {
+    with_server(options, async {
+        let (mut peer, connect) = server.accept().await;
+        peer.send(answer).await;
+        peer.expect_disconnect(reason).await;
+        connect
+    })
+    .await
+}
+
+/// The connection was refused with CONNACK 0x87 Not authorized.
+fn assert_refused_not_authorized(result: Result<(Client, Messages), Error>) {
+    match result {
+        Err(Error::ConnectionRefused { reason_code, .. }) => {
+            assert_eq!(reason_code, ReasonCode::NOT_AUTHORIZED)
+        }
+        other => panic!("expected CONNACK 0x87, got {other:?}"),
+    }
+}
+
+/// The client's connection ends: its message stream closes within `WAIT`.
+async fn assert_closed(messages: &mut Messages) {
+    let next = tokio::time::timeout(WAIT, messages.recv()).await.unwrap();
+    assert!(next.is_none());
+}
+
 #[tokio::test]
 async fn connect_runs_the_scram_exchange_and_the_connection_is_usable() {
     let server = FakeServer::start().await;
-    let options = server.scram_options("alice", "wonderland");
-    let (client, _messages, mut peer) = login(&server, options).await;
-    let publish = async {
-        client
-            .publish("t", "after login", QoS::AtLeastOnce, false)
-            .await
-    };
-    let serve = async {
-        let Packet::Publish(p) = peer.recv().await else {
-            panic!("expected PUBLISH")
-        };
-        peer.send(Packet::PubAck(PubResp::new(p.packet_id))).await;
-    };
-    let (ack, ()) = tokio::join!(publish, serve);
-    assert!(!ack.unwrap().reason_code.is_error());
+    let (client, _messages, mut peer) = login(&server).await;
+    publish_is_acknowledged(&client, &mut peer, "after login").await;
 }
 
 #[tokio::test]
@@ -307,17 +353,14 @@ async fn success_without_a_challenge_fails_the_connection() {
     // A server that skips SCRAM's second step never proves anything.
     let server = FakeServer::start().await;
     let options = server.scram_options("alice", "wonderland");
-    let (client, ()) = with_server(options, async {
-        let (mut peer, _) = server.accept().await;
-        peer.send(connack(
-            ReasonCode::SUCCESS,
-            Some(METHOD),
-            Some(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()),
-        ))
-        .await;
-        peer.expect_disconnect(ReasonCode::NOT_AUTHORIZED).await;
-    })
-    .await;
+    let answer = connack(
+        ReasonCode::SUCCESS,
+        Some(METHOD),
+        Some(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec()),
+    );
+    let (client, _) =
+        answer_connect_and_expect_disconnect(&server, options, answer, ReasonCode::NOT_AUTHORIZED)
+            .await;
     match client {
         Err(Error::Authentication(AuthError::OutOfOrder(_))) => {}
         other => panic!("expected OutOfOrder, got {other:?}"),
@@ -353,17 +396,17 @@ async fn auth_naming_another_method_is_a_protocol_error() {
     // [MQTT-4.12.0-5] Every AUTH packet carries the CONNECT's Authentication Method.
     let server = FakeServer::start().await;
     let options = server.scram_options("alice", "wonderland");
-    let (client, ()) = with_server(options, async {
-        let (mut peer, _) = server.accept().await;
-        peer.send(auth(
-            ReasonCode::CONTINUE_AUTHENTICATION,
-            "SCRAM-SHA-1",
-            "r=x,s=eA==,i=4096",
-        ))
-        .await;
-        peer.expect_disconnect(ReasonCode::BAD_AUTHENTICATION_METHOD)
-            .await;
-    })
+    let answer = auth(
+        ReasonCode::CONTINUE_AUTHENTICATION,
+        "SCRAM-SHA-1",
+        "r=x,s=eA==,i=4096",
+    );
+    let (client, _) = answer_connect_and_expect_disconnect(
+        &server,
+        options,
+        answer,
+        ReasonCode::BAD_AUTHENTICATION_METHOD,
+    )
     .await;
     assert!(matches!(client, Err(Error::Protocol(_))), "{client:?}");
 }
@@ -373,17 +416,10 @@ async fn auth_with_another_reason_code_than_continue_is_a_protocol_error() {
     // [MQTT-4.12.0-2] The server's AUTH during the exchange is 0x18 Continue authentication.
     let server = FakeServer::start().await;
     let options = server.scram_options("alice", "wonderland");
-    let (client, ()) = with_server(options, async {
-        let (mut peer, _) = server.accept().await;
-        peer.send(auth(
-            ReasonCode::RE_AUTHENTICATE,
-            METHOD,
-            "r=x,s=eA==,i=4096",
-        ))
-        .await;
-        peer.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
-    })
-    .await;
+    let answer = auth(ReasonCode::RE_AUTHENTICATE, METHOD, "r=x,s=eA==,i=4096");
+    let (client, _) =
+        answer_connect_and_expect_disconnect(&server, options, answer, ReasonCode::PROTOCOL_ERROR)
+            .await;
     assert!(matches!(client, Err(Error::Protocol(_))), "{client:?}");
 }
 
@@ -412,14 +448,15 @@ async fn auth_when_the_client_sent_no_method_is_a_protocol_error() {
     // [MQTT-4.12.0-6] Without an Authentication Method in CONNECT the server must not
     // send AUTH.
     let server = FakeServer::start().await;
-    let (client, ()) = with_server(server.options(), async {
-        let (mut peer, connect) = server.accept().await;
-        assert_eq!(connect.properties.authentication_method, None);
-        peer.send(auth(ReasonCode::CONTINUE_AUTHENTICATION, METHOD, "x"))
-            .await;
-        peer.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
-    })
+    let answer = auth(ReasonCode::CONTINUE_AUTHENTICATION, METHOD, "x");
+    let (client, connect) = answer_connect_and_expect_disconnect(
+        &server,
+        server.options(),
+        answer,
+        ReasonCode::PROTOCOL_ERROR,
+    )
     .await;
+    assert_eq!(connect.properties.authentication_method, None);
     assert!(matches!(client, Err(Error::Protocol(_))), "{client:?}");
 }
 
@@ -439,12 +476,7 @@ async fn refusal_is_connection_refused_with_the_servers_reason_code() {
         .await;
     })
     .await;
-    match client {
-        Err(Error::ConnectionRefused { reason_code, .. }) => {
-            assert_eq!(reason_code, ReasonCode::NOT_AUTHORIZED)
-        }
-        other => panic!("expected CONNACK 0x87, got {other:?}"),
-    }
+    assert_refused_not_authorized(client);
 }
 
 #[tokio::test]
@@ -463,8 +495,7 @@ async fn authenticator_needs_mqtt_5() {
 #[tokio::test]
 async fn reauthentication_sends_auth_0x19_and_other_packets_keep_flowing() {
     let server = FakeServer::start().await;
-    let options = server.scram_options("alice", "wonderland");
-    let (client, _messages, mut peer) = login(&server, options).await;
+    let (client, _messages, mut peer) = login(&server).await;
     let reauthenticate = async { client.reauthenticate().await };
     let serve = async {
         // [MQTT-4.12.1-1] AUTH 0x19 with the same Authentication Method.
@@ -475,10 +506,7 @@ async fn reauthentication_sends_auth_0x19_and_other_packets_keep_flowing() {
         // A publish in the middle of the exchange is acknowledged before it ends.
         let publish = client.publish("t", "during", QoS::AtLeastOnce, false);
         let relay = async {
-            let Packet::Publish(p) = peer.recv().await else {
-                panic!("expected PUBLISH")
-            };
-            peer.send(Packet::PubAck(PubResp::new(p.packet_id))).await;
+            peer.ack_publish().await;
             peer.send(auth(
                 ReasonCode::CONTINUE_AUTHENTICATION,
                 METHOD,
@@ -504,8 +532,7 @@ async fn reauthentication_with_a_forged_server_signature_disconnects_not_authori
     // [MQTT-4.12.1-2] A failed re-authentication ends with DISCONNECT and a closed
     // connection.
     let server = FakeServer::start().await;
-    let options = server.scram_options("alice", "wonderland");
-    let (client, mut messages, mut peer) = login(&server, options).await;
+    let (client, mut messages, mut peer) = login(&server).await;
     let serve = async {
         let first = peer.recv_auth(ReasonCode::RE_AUTHENTICATE).await;
         peer.challenge(&first).await.unwrap();
@@ -521,17 +548,13 @@ async fn reauthentication_with_a_forged_server_signature_disconnects_not_authori
         ),
         "{result:?}"
     );
-    assert!(tokio::time::timeout(WAIT, messages.recv())
-        .await
-        .unwrap()
-        .is_none());
+    assert_closed(&mut messages).await;
 }
 
 #[tokio::test]
 async fn reauthentication_refused_by_the_server_fails_with_its_disconnect() {
     let server = FakeServer::start().await;
-    let options = server.scram_options("alice", "wonderland");
-    let (client, _messages, mut peer) = login(&server, options).await;
+    let (client, _messages, mut peer) = login(&server).await;
     let serve = async {
         let first = peer.recv_auth(ReasonCode::RE_AUTHENTICATE).await;
         let _ = peer.challenge(&first).await;
@@ -553,8 +576,7 @@ async fn reauthentication_refused_by_the_server_fails_with_its_disconnect() {
 #[tokio::test]
 async fn second_reauthentication_while_one_is_in_progress_is_refused() {
     let server = FakeServer::start().await;
-    let options = server.scram_options("alice", "wonderland");
-    let (client, _messages, mut peer) = login(&server, options).await;
+    let (client, _messages, mut peer) = login(&server).await;
     let first = client.clone();
     let pending = tokio::spawn(async move { first.reauthenticate().await });
     let client_first = peer.recv_auth(ReasonCode::RE_AUTHENTICATE).await;
@@ -588,31 +610,18 @@ async fn reauthentication_without_an_authenticator_is_refused_and_sends_no_auth(
         matches!(result, Err(Error::InvalidRequest(_))),
         "{result:?}"
     );
-    let publish = client.publish("t", "next", QoS::AtLeastOnce, false);
-    let serve = async {
-        let packet = peer.recv().await;
-        let Packet::Publish(p) = packet else {
-            panic!("expected PUBLISH, got {packet:?}")
-        };
-        peer.send(Packet::PubAck(PubResp::new(p.packet_id))).await;
-    };
-    let (ack, ()) = tokio::join!(publish, serve);
-    assert!(!ack.unwrap().reason_code.is_error());
+    publish_is_acknowledged(&client, &mut peer, "next").await;
 }
 
 #[tokio::test]
 async fn unsolicited_auth_on_an_established_connection_is_a_protocol_error() {
     // Only the client starts a re-authentication (section 4.12.1).
     let server = FakeServer::start().await;
-    let options = server.scram_options("alice", "wonderland");
-    let (_client, mut messages, mut peer) = login(&server, options).await;
+    let (_client, mut messages, mut peer) = login(&server).await;
     peer.send(auth(ReasonCode::CONTINUE_AUTHENTICATION, METHOD, "x"))
         .await;
     peer.expect_disconnect(ReasonCode::PROTOCOL_ERROR).await;
-    assert!(tokio::time::timeout(WAIT, messages.recv())
-        .await
-        .unwrap()
-        .is_none());
+    assert_closed(&mut messages).await;
     assert!(
         matches!(messages.close_reason(), Some(Error::Protocol(_))),
         "{:?}",
@@ -633,13 +642,7 @@ async fn reconnection_runs_a_new_exchange_with_a_fresh_nonce() {
     let (client, first_nonce) = with_server(options, async {
         let (mut peer, connect) = server.accept().await;
         let first = client_first(&connect);
-        let server_final = peer.challenge(&first).await.unwrap();
-        peer.send(connack(
-            ReasonCode::SUCCESS,
-            Some(METHOD),
-            Some(server_final),
-        ))
-        .await;
+        peer.accept_login(&first).await;
         // Drop the connection: the client reconnects.
         drop(peer);
         nonce(&first)
@@ -649,32 +652,18 @@ async fn reconnection_runs_a_new_exchange_with_a_fresh_nonce() {
     let (mut peer, connect) = server.accept().await;
     let again = client_first(&connect);
     assert_ne!(nonce(&again), first_nonce);
-    let server_final = peer.challenge(&again).await.unwrap();
-    peer.send(connack(
-        ReasonCode::SUCCESS,
-        Some(METHOD),
-        Some(server_final),
-    ))
-    .await;
+    peer.accept_login(&again).await;
     // The new connection is authenticated and usable.
-    let publish = client.publish("t", "after reconnect", QoS::AtLeastOnce, false);
-    let serve = async {
-        let Packet::Publish(p) = peer.recv().await else {
-            panic!("expected PUBLISH")
-        };
-        peer.send(Packet::PubAck(PubResp::new(p.packet_id))).await;
-    };
-    let (ack, ()) = tokio::join!(publish, serve);
-    assert!(!ack.unwrap().reason_code.is_error());
+    publish_is_acknowledged(&client, &mut peer, "after reconnect").await;
 }
 
 /// The client against the Midge broker started in-process with a SCRAM credentials file
 /// and anonymous access refused, so that only a SCRAM login gets in.
 mod against_the_broker {
-    use super::WAIT;
+    use super::{assert_refused_not_authorized, WAIT};
     use midge_broker::auth::scram::ScramFile;
     use midge_broker::{Broker, Config, ListenerConfig};
-    use midge_client::{Client, ConnectOptions, Error, Messages, QoS, ReasonCode, ScramSha256};
+    use midge_client::{Client, ConnectOptions, Error, Messages, QoS, ScramSha256};
     use std::time::Duration;
 
     /// A broker knowing alice/wonderland and bob/builder; the directory holding the
@@ -742,24 +731,14 @@ mod against_the_broker {
     async fn wrong_password_is_refused_with_not_authorized() {
         let (_broker, port, _dir) = broker().await;
         let result = connect(options(port, "alice-2", "alice", "looking-glass")).await;
-        match result {
-            Err(Error::ConnectionRefused { reason_code, .. }) => {
-                assert_eq!(reason_code, ReasonCode::NOT_AUTHORIZED)
-            }
-            other => panic!("expected CONNACK 0x87, got {other:?}"),
-        }
+        assert_refused_not_authorized(result);
     }
 
     #[tokio::test]
     async fn unknown_user_is_refused_like_a_wrong_password() {
         let (_broker, port, _dir) = broker().await;
         let result = connect(options(port, "mallory-1", "mallory", "wonderland")).await;
-        match result {
-            Err(Error::ConnectionRefused { reason_code, .. }) => {
-                assert_eq!(reason_code, ReasonCode::NOT_AUTHORIZED)
-            }
-            other => panic!("expected CONNACK 0x87, got {other:?}"),
-        }
+        assert_refused_not_authorized(result);
     }
 
     #[tokio::test]
