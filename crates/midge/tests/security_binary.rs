@@ -8,176 +8,26 @@
 //! "Subscribed". Every wait has a deadline ([`WAIT`]) and every child process is killed on
 //! drop, so a failure cannot hang the run.
 
+mod support;
+
 use bytes::BytesMut;
 use midge_proto::{
     decode, encode, ByteStr, Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
 };
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use support::{free_port, mosquitto_sub, run, text, write_tls_files, Proc, MIDGE, WAIT};
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
-const WAIT: Duration = Duration::from_secs(10);
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-/// A child process whose output lines arrive on a channel; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line read so far, for failure messages.
-    seen: Vec<String>,
-}
-
-impl Proc {
-    /// Starts `program`; `stderr` chooses which stream is read as lines (the other is
-    /// discarded).
-    fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], stderr: bool) -> Proc {
-        let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        if stderr {
-            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        } else {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let stream: Box<dyn Read + Send> = match (child.stdout.take(), child.stderr.take()) {
-            (Some(out), _) => Box::new(out),
-            (None, Some(err)) => Box::new(err),
-            (None, None) => unreachable!("one stream is piped"),
-        };
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name: program.to_owned(),
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines until one contains `needle` (within [`WAIT`]); returns it. Fails if the
-    /// process closes its output (exits) first.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "{}: no line containing {needle:?} within {WAIT:?}; output:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "{} exited ({:?}) before printing {needle:?}; output:\n{}",
-                    self.name,
-                    self.child.try_wait(),
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits (within [`WAIT`]) for the process to close its output and exit; its exit code.
-    fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{} did not exit within {WAIT:?}", self.name)
-                }
-            }
-        }
-        // Output closed: the process has exited or is exiting.
-        self.child.wait().expect("wait").code()
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {sig}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- {} output ---\n{}", self.name, self.seen.join("\n"));
-        }
-    }
-}
 
 /// `midge -c <conf>` with info logging, once it logs that it is running.
 fn start_midge(conf: &Path) -> Proc {
     let conf = conf.to_str().expect("utf-8 path");
-    let mut midge = Proc::spawn(MIDGE, &["-c", conf], &[("RUST_LOG", "info")], true);
+    let mut midge = Proc::spawn_with(MIDGE, &["-c", conf], &[("RUST_LOG", "info")], true);
     midge.wait_for(&format!("midge {} running", env!("CARGO_PKG_VERSION")));
     midge
-}
-
-/// Runs a program to completion within [`WAIT`] (killed past it).
-fn run(program: &str, args: &[&str]) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(WAIT) {
-        Ok(out) => out.expect("output"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{program} {args:?} did not finish within {WAIT:?}");
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Debian's `mosquitto_passwd -b` (with `-c` to create the file).
@@ -189,38 +39,6 @@ fn mosquitto_passwd(file: &Path, create: bool, user: &str, password: &str) {
     }
     let out = run("mosquitto_passwd", &args);
     assert!(out.status.success(), "mosquitto_passwd: {out:?}");
-}
-
-/// A CA and a server certificate for localhost / 127.0.0.1 in `dir`: `ca.pem`,
-/// `server.pem`, `server.key`.
-fn write_tls_files(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "midge security test CA");
-    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
-    let key = KeyPair::generate().expect("key");
-    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("params");
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let cert = server
-        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
-        .expect("signed");
-    std::fs::write(dir.join("ca.pem"), ca_pem).expect("write");
-    std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
-}
-
-/// mosquitto_sub with its stdout line-buffered (libc buffers a pipe fully), so its `-d`
-/// "Subscribed" line arrives when it is printed.
-fn mosquitto_sub(args: &[&str]) -> Proc {
-    let mut all = vec!["-oL", "mosquitto_sub"];
-    all.extend_from_slice(args);
-    Proc::spawn("stdbuf", &all, &[], false)
 }
 
 /// Issue 5's interop case: one `mosquitto.conf` with a TLS listener (`cafile`, `certfile`,
@@ -259,8 +77,8 @@ fn mosquitto_tools_over_tls_with_a_mosquitto_passwd_file() {
     for version in ["mqttv311", "mqttv5"] {
         let topic = format!("secure/{version}");
         let payload = format!("hello over tls with a password ({version})");
-        let mut sub_args = tls.to_vec();
-        sub_args.extend([
+        let mut alice = tls.to_vec();
+        alice.extend([
             "-u",
             "alice",
             "-P",
@@ -269,29 +87,13 @@ fn mosquitto_tools_over_tls_with_a_mosquitto_passwd_file() {
             version,
             "-t",
             &topic,
-            "-q",
-            "1",
-            "-C",
-            "1",
-            "-d",
         ]);
+        let mut sub_args = alice.clone();
+        sub_args.extend(["-q", "1", "-C", "1", "-d"]);
         let mut sub = mosquitto_sub(&sub_args);
         sub.wait_for("Subscribed");
-        let mut pub_args = tls.to_vec();
-        pub_args.extend([
-            "-u",
-            "alice",
-            "-P",
-            "wonder land",
-            "-V",
-            version,
-            "-t",
-            &topic,
-            "-m",
-            &payload,
-            "-q",
-            "1",
-        ]);
+        let mut pub_args = alice.clone();
+        pub_args.extend(["-m", &payload, "-q", "1"]);
         let out = run("mosquitto_pub", &pub_args);
         assert!(
             out.status.success(),

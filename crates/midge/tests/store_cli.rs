@@ -8,13 +8,13 @@
 //! Clients are the binary's own `midge pub` / `midge sub`. Every wait has a deadline and
 //! every child is killed when its owner is dropped.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::{output_within, Proc, MIDGE};
+
 /// The longest any one command or broker start-up or shutdown may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 const SESSION: &str = "store-cli-sub";
@@ -49,38 +49,18 @@ impl Run {
 fn midge(args: &[&std::ffi::OsStr], cwd: Option<&Path>) -> Run {
     let mut cmd = Command::new(MIDGE);
     cmd.args(args)
-        .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn");
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    let child = cmd.spawn().expect("midge runs");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(out) => {
-            let out = out.expect("output");
-            let run = Run {
-                code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            };
-            run.no_panic();
-            run
-        }
-        Err(_) => {
-            // Not yet reaped, so the pid is still this child's.
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("midge {args:?} did not finish within {DEADLINE:?}");
-        }
-    }
+    let out = output_within(cmd, None, DEADLINE);
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    run.no_panic();
+    run
 }
 
 /// `midge store ACTION DIR`.
@@ -110,109 +90,54 @@ fn assert_has_line(text: &str, want: &str) {
     );
 }
 
-/// A broker process on a data directory; killed on drop.
+/// A broker process on a data directory, its standard error read line by line; killed on
+/// drop (and its log shown, when a test fails).
 struct Broker {
-    child: Option<Child>,
+    proc: Proc,
     port: u16,
-    /// Standard error, line by line, from a reader thread; closed when the process exits.
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
 }
 
 impl Broker {
     /// Port 0: the broker picks free ports and logs them, so runs in parallel never race
     /// for one.
     fn spawn(data: &Path) -> Broker {
-        let mut child = Command::new(MIDGE)
-            .args(["-p", "0", "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("midge starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Broker {
-            child: Some(child),
-            port: 0,
-            lines,
-            log: Vec::new(),
-        }
+        let data = data.to_str().expect("utf-8 path");
+        let mut proc = Proc::spawn_with(
+            MIDGE,
+            &["-p", "0", "--data-dir", data],
+            &[("RUST_LOG", "info,fjall=warn,lsm_tree=warn")],
+            true,
+        );
+        proc.name = "broker".to_owned();
+        proc.deadline = DEADLINE;
+        Broker { proc, port: 0 }
     }
 
     /// Starts a broker and waits for its "running" line (it listens by then).
     fn start(data: &Path) -> Broker {
         let mut b = Broker::spawn(data);
         let listening = "listening on 127.0.0.1:";
-        assert!(
-            b.wait_for_line(|l| l.contains(listening)),
-            "the broker did not start:\n{}",
-            b.log.join("\n")
-        );
-        b.port = b
-            .log
-            .last()
-            .and_then(|l| l.rsplit_once(listening))
+        let line = b.proc.wait_for(listening);
+        b.port = line
+            .rsplit_once(listening)
             .and_then(|(_, port)| port.trim().parse().ok())
             .expect("the port in the log line");
-        let running = format!("midge {} running", env!("CARGO_PKG_VERSION"));
-        assert!(
-            b.wait_for_line(|l| l.contains(&running)),
-            "the broker did not start:\n{}",
-            b.log.join("\n")
-        );
+        b.proc
+            .wait_for(&format!("midge {} running", env!("CARGO_PKG_VERSION")));
         b
     }
 
-    /// Reads standard error until a line matches (true) or the process closes it (false).
-    fn wait_for_line(&mut self, matches: impl Fn(&str) -> bool) -> bool {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = matches(&line);
-                    self.log.push(line);
-                    if hit {
-                        return true;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("no answer within {DEADLINE:?}:\n{}", self.log.join("\n"))
-                }
-            }
-        }
-    }
-
-    /// Waits for the process to end by itself; returns its status and all it printed.
-    fn wait_exit(mut self) -> (ExitStatus, String) {
-        let _ = self.wait_for_line(|_| false);
-        let mut child = self.child.take().expect("running");
-        let status = child.wait().expect("wait");
-        (status, self.log.join("\n"))
+    /// Waits for the process to end by itself; whether it succeeded, and all it printed.
+    fn wait_exit(mut self) -> (bool, String) {
+        let code = self.proc.wait_exit();
+        (code == Some(0), self.proc.seen.join("\n"))
     }
 
     /// SIGTERM, then waits for a clean exit.
     fn stop(self) {
-        let pid = self.child.as_ref().expect("running").id();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let (status, log) = self.wait_exit();
-        assert!(status.success(), "{status:?}\n{log}");
+        self.proc.signal("-TERM");
+        let (success, log) = self.wait_exit();
+        assert!(success, "{log}");
         assert!(!log.contains("panicked at"), "{log}");
     }
 
@@ -238,21 +163,6 @@ impl Broker {
             "-v",
         ]);
         run.stdout.trim_end().to_owned()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            while let Ok(line) = self.lines.try_recv() {
-                self.log.push(line);
-            }
-            eprintln!("--- broker log ---\n{}", self.log.join("\n"));
-        }
     }
 }
 
@@ -283,6 +193,47 @@ fn make_store(data: &Path) {
         .concat(),
     );
     broker.stop();
+}
+
+/// A broker on `data` (made by [`make_store`]) delivers the two `QUEUED` messages to
+/// `SESSION` and the retained message; then stops cleanly.
+fn assert_queued_and_retained_are_delivered(data: &Path) {
+    let broker = Broker::start(data);
+    let port = broker.port();
+    let got = client(&[
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-i",
+        SESSION,
+        "-c",
+        "-q",
+        "1",
+        "-t",
+        "q/#",
+        "-C",
+        "2",
+        "-W",
+        "10",
+    ]);
+    assert_eq!(lines(&got.stdout), QUEUED);
+    assert_eq!(broker.first_retained(), format!("ret/x {RETAINED}"));
+    broker.stop();
+}
+
+/// Starts a broker on a damaged store, which must exit with a failure, without a panic and
+/// without listening; returns its log.
+fn refused_start_log(data: &Path) -> String {
+    let (success, log) = Broker::spawn(data).wait_exit();
+    assert!(!success, "{log}");
+    assert!(!log.contains("panicked at"), "{log}");
+    assert!(
+        !log.contains("listening on"),
+        "started on a damaged store:\n{log}"
+    );
+    log
 }
 
 /// Every file under `dir`, recursively.
@@ -380,29 +331,7 @@ fn check_counts_the_records_of_a_healthy_store_made_by_the_broker() {
     assert_has_line(&default.stdout, "queue 2 records");
 
     // Checking changed nothing the broker needs: the queued messages are delivered.
-    let broker = Broker::start(&data);
-    let port = broker.port();
-    let got = client(&[
-        "sub",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-i",
-        SESSION,
-        "-c",
-        "-q",
-        "1",
-        "-t",
-        "q/#",
-        "-C",
-        "2",
-        "-W",
-        "10",
-    ]);
-    assert_eq!(lines(&got.stdout), QUEUED);
-    assert_eq!(broker.first_retained(), format!("ret/x {RETAINED}"));
-    broker.stop();
+    assert_queued_and_retained_are_delivered(&data);
 }
 
 #[test]
@@ -440,13 +369,7 @@ fn a_garbled_table_file_is_named_by_check_and_at_start_up_and_repair_keeps_the_r
     );
 
     // The broker refuses to start, saying where and what, and pointing to check/repair.
-    let (status, log) = Broker::spawn(&data).wait_exit();
-    assert!(!status.success(), "{log}");
-    assert!(!log.contains("panicked at"), "{log}");
-    assert!(
-        !log.contains("listening on"),
-        "started on a damaged store:\n{log}"
-    );
+    let log = refused_start_log(&data);
     for want in [
         format!("the store in {} is damaged", data.display()),
         format!("table `messages` (files in {})", table_dir.display()),
@@ -546,13 +469,7 @@ fn an_undecodable_record_is_named_by_table_and_key_and_repair_drops_only_it() {
         run.stdout
     );
 
-    let (status, log) = Broker::spawn(&data).wait_exit();
-    assert!(!status.success(), "{log}");
-    assert!(!log.contains("panicked at"), "{log}");
-    assert!(
-        !log.contains("listening on"),
-        "started on a damaged store:\n{log}"
-    );
+    let log = refused_start_log(&data);
     for want in [
         "table `retained`, key \"ret/garbled\"",
         "Run `midge store check`",
@@ -571,29 +488,7 @@ fn an_undecodable_record_is_named_by_table_and_key_and_repair_drops_only_it() {
     assert_eq!(run.code, Some(0), "{}", run.stdout);
     assert_has_line(&run.stdout, "retained 1 records");
 
-    let broker = Broker::start(&data);
-    let port = broker.port();
-    let got = client(&[
-        "sub",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-i",
-        SESSION,
-        "-c",
-        "-q",
-        "1",
-        "-t",
-        "q/#",
-        "-C",
-        "2",
-        "-W",
-        "10",
-    ]);
-    assert_eq!(lines(&got.stdout), QUEUED);
-    assert_eq!(broker.first_retained(), format!("ret/x {RETAINED}"));
-    broker.stop();
+    assert_queued_and_retained_are_delivered(&data);
 }
 
 #[test]

@@ -5,93 +5,16 @@
 //! No sleeps for synchronisation: a subscriber is ready when its `-d` output says
 //! "Subscribed", a broker when its port accepts a connection.
 
+mod support;
+
 use midge_client::{Client, ConnectOptions, Message, ProtocolVersion, QoS};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Output};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(10);
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
-
-/// A child process, killed when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(program: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// Reads lines until one contains `needle`; returns it.
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no line containing {needle:?}: {e}"),
-            }
-        }
-    }
-
-    /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// Polls until the port accepts a connection (the broker is up).
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "broker on port {port} never accepted"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use support::{
+    free_port, mosquitto_sub, output_within, text, wait_for_port, write_tls_files, Proc, MIDGE,
+    WAIT,
+};
 
 /// Which broker a test runs against.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +38,13 @@ fn broker(kind: Kind, allow_anonymous: bool) -> Broker {
     writeln!(file, "listener {port} 127.0.0.1").expect("write");
     writeln!(file, "allow_anonymous {allow_anonymous}").expect("write");
     drop(file);
+    start_broker(kind, port, dir)
+}
+
+/// Starts `kind` with `dir`'s `broker.conf`, which listens on `port`, once the port
+/// accepts connections.
+fn start_broker(kind: Kind, port: u16, dir: tempfile::TempDir) -> Broker {
+    let conf = dir.path().join("broker.conf");
     let conf = conf.to_str().expect("utf-8 path").to_string();
     let proc = match kind {
         Kind::Midge => Proc::spawn(MIDGE, &["-c", &conf]),
@@ -128,40 +58,18 @@ fn broker(kind: Kind, allow_anonymous: bool) -> Broker {
     }
 }
 
-/// mosquitto_sub with its stdout line-buffered (libc buffers a pipe fully), so that its
-/// `-d` "Subscribed" line arrives when it is printed.
-fn mosquitto_sub(args: &[&str]) -> Proc {
-    let mut all = vec!["-oL", "mosquitto_sub"];
-    all.extend_from_slice(args);
-    Proc::spawn("stdbuf", &all)
-}
-
 fn midge(tool: &str, args: &[&str]) -> Output {
     let mut all = vec![tool];
     all.extend_from_slice(args);
     run(MIDGE, &all, None)
 }
 
+/// Runs `program` to completion with `stdin`; some runs wait up to 10 s (`-W 10`) by
+/// design, so the deadline is longer than that.
 fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(data).expect("stdin");
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    output_within(cmd, stdin, 3 * WAIT)
 }
 
 fn midge_sub_receives_from_mosquitto_pub(kind: Kind) {
@@ -169,7 +77,7 @@ fn midge_sub_receives_from_mosquitto_pub(kind: Kind) {
     let port = b.port.to_string();
     for version in ["31", "311", "5"] {
         let topic = format!("interop/{version}");
-        let sub = Proc::spawn(
+        let mut sub = Proc::spawn(
             MIDGE,
             &[
                 "sub",
@@ -215,7 +123,7 @@ fn midge_pub_reaches_mosquitto_sub(kind: Kind) {
     let port = b.port.to_string();
     // Each QoS with another protocol version of midge pub.
     for (qos, version) in [("0", "31"), ("1", "311"), ("2", "5")] {
-        let sub = mosquitto_sub(&[
+        let mut sub = mosquitto_sub(&[
             "-p",
             &port,
             "-t",
@@ -278,7 +186,7 @@ fn v5_properties_from_midge_pub_reach_mosquitto_sub() {
     for kind in [Kind::Midge, Kind::Mosquitto] {
         let b = broker(kind, true);
         let port = b.port.to_string();
-        let sub = mosquitto_sub(&[
+        let mut sub = mosquitto_sub(&[
             "-p", &port, "-t", "props", "-V", "5", "-d", "-C", "1", "-F", "%C|%P|%p",
         ]);
         sub.wait_for("Subscribed (mid: 1)");
@@ -329,7 +237,7 @@ fn midge_pub_lines_from_stdin() {
     assert_eq!(sub.wait_for("lines "), "lines one");
     assert_eq!(sub.wait_for("lines "), "lines (null)");
     assert_eq!(sub.wait_for("lines "), "lines three");
-    assert_eq!(sub.wait_exit(), 0);
+    assert_eq!(sub.wait_exit(), Some(0));
 }
 
 /// Retained messages: -C 1 picks the retained one up; --retained-only and -R behave.
@@ -378,7 +286,7 @@ fn retained_message_flags() {
 fn midge_sub_json_output() {
     let b = broker(Kind::Midge, true);
     let port = b.port.to_string();
-    let sub = Proc::spawn(
+    let mut sub = Proc::spawn(
         MIDGE,
         &[
             "sub", "-p", &port, "-t", "j/#", "-V", "5", "-d", "--json", "-C", "1",
@@ -641,31 +549,6 @@ fn help_lists_every_flag() {
     }
 }
 
-/// A CA and a server certificate for localhost / 127.0.0.1, written to `dir`; returns
-/// the CA file's path.
-fn write_tls_files(dir: &std::path::Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "midge test CA");
-    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
-    let key = KeyPair::generate().expect("key");
-    let mut server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("params");
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let cert = server
-        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
-        .expect("signed");
-    std::fs::write(dir.join("ca.pem"), ca_pem).expect("write");
-    std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
-    dir.join("ca.pem").to_str().expect("utf-8").to_string()
-}
-
 /// A broker with one TLS listener (Mosquitto's certfile/keyfile, read by Midge too).
 fn tls_broker(kind: Kind) -> (Broker, String) {
     let port = free_port();
@@ -680,18 +563,7 @@ fn tls_broker(kind: Kind) -> (Broker, String) {
         ),
     )
     .expect("conf");
-    let conf = conf.to_str().expect("utf-8 path").to_string();
-    let proc = match kind {
-        Kind::Midge => Proc::spawn(MIDGE, &["-c", &conf]),
-        Kind::Mosquitto => Proc::spawn("/usr/sbin/mosquitto", &["-c", &conf]),
-    };
-    wait_for_port(port);
-    let broker = Broker {
-        port,
-        _proc: proc,
-        _dir: dir,
-    };
-    (broker, cafile)
+    (start_broker(kind, port, dir), cafile)
 }
 
 #[test]
@@ -703,7 +575,7 @@ fn tls_both_ways_with_mosquitto_tools() {
 
         let mut args = tls.to_vec();
         args.extend(["-t", "tls/in", "-d", "-C", "1", "-q", "1"]);
-        let sub = mosquitto_sub(&args);
+        let mut sub = mosquitto_sub(&args);
         sub.wait_for("Subscribed (mid: 1)");
         let mut args = tls.to_vec();
         args.extend(["-t", "tls/in", "-m", "over tls", "-q", "1"]);
@@ -714,7 +586,7 @@ fn tls_both_ways_with_mosquitto_tools() {
         let mut args = vec!["sub"];
         args.extend(tls);
         args.extend(["-t", "tls/out", "-d", "-C", "1", "-v"]);
-        let sub = Proc::spawn(MIDGE, &args);
+        let mut sub = Proc::spawn(MIDGE, &args);
         sub.wait_for("Subscribed (mid: 1)");
         let mut args = tls.to_vec();
         args.extend(["-t", "tls/out", "-m", "back"]);
