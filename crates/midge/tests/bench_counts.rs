@@ -2,13 +2,13 @@
 //! on a free loopback port). Each run is bounded by its own `--count`/`--duration` and the
 //! stall timeout, so a broken broker fails the test instead of hanging it.
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
+use support::{free_port, kill, wait_for_port, MIDGE};
 
 /// A `midge` broker process, killed on drop.
 struct Broker {
@@ -18,10 +18,7 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let child = Command::new(MIDGE)
             .args(["-p", &port.to_string(), "--no-persistence"])
             .stdout(Stdio::null())
@@ -29,11 +26,7 @@ impl Broker {
             .spawn()
             .expect("midge starts");
         let broker = Broker { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "broker never accepted on {port}");
-            std::thread::yield_now();
-        }
+        wait_for_port(port);
         broker
     }
 
@@ -49,8 +42,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&mut self.child);
     }
 }
 

@@ -2,59 +2,18 @@
 //! graceful shutdown on SIGTERM (MQTT 5 clients get DISCONNECT 0x8B). Reloading on SIGHUP is
 //! tested in-process (`midge-broker/tests/security.rs`, `tls.rs`).
 
+mod support;
+
 use bytes::BytesMut;
 use midge_proto::{decode, encode, ByteStr, Connect, Packet, ProtocolVersion, ReasonCode};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::{free_port, signal, wait_ready, Dir, MIDGE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
 const V5: ProtocolVersion = ProtocolVersion::V5;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("midge-binary-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("dir");
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-async fn wait_ready(addr: SocketAddr) {
-    for _ in 0..400 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("midge did not listen on {addr}");
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
 
 /// Connects (MQTT 5) and returns the stream and the CONNACK reason code.
 async fn connect(
@@ -116,7 +75,7 @@ async fn a_port_in_use_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_configuration_names_file_line_and_key() {
-    let dir = Dir::new("badconf");
+    let dir = Dir::new("binary-badconf");
     let conf = dir.0.join("mosquitto.conf");
     std::fs::write(&conf, "listener 1883\nmax_inflight_messages lots\n").expect("write");
     let out = Command::new(MIDGE)

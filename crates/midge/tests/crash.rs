@@ -8,39 +8,26 @@
 //! message with the same packet identifier after a reconnect, and the subscriber keeps
 //! the QoS 2 identifiers it has received until PUBREL (its own session state).
 
+mod support;
+
 use bytes::BytesMut;
 use midge_proto::{
     decode, encode, ByteStr, Connect, Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::{free_port, wait_ready, Dir, MIDGE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
 const V5: ProtocolVersion = ProtocolVersion::V5;
 /// Messages per QoS level.
 const PER_QOS: u32 = 150;
 const KILLS: usize = 5;
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn start_broker(config: &Path) -> Child {
     Command::new(MIDGE)
@@ -50,17 +37,6 @@ fn start_broker(config: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("midge starts")
-}
-
-/// Waits until the broker accepts connections (bounded).
-async fn wait_ready(addr: SocketAddr) {
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("broker did not start listening on {addr}");
 }
 
 struct Mqtt {
@@ -283,9 +259,7 @@ async fn subscriber(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_across_sigkill() {
-    let dir = Dir(std::env::temp_dir().join(format!("midge-crash-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let dir = Dir::new("crash");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let config = dir.0.join("midge.toml");

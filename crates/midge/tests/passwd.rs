@@ -5,6 +5,8 @@
 //! the binary routes `passwd` to it yet. The Mosquitto tools must be installed (`.ci/run`
 //! installs them); these tests fail, never skip, when they are missing.
 
+mod support;
+
 #[path = "../src/tools/passwd.rs"]
 #[allow(dead_code)]
 mod passwd;
@@ -12,10 +14,11 @@ mod passwd;
 use midge_broker::auth::{HashKind, PasswordFile, PasswordHash};
 use passwd::PasswordInput;
 use std::ffi::OsString;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{free_port, kill};
 
 struct Outcome {
     code: u8,
@@ -482,10 +485,7 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(dir: &Path, settings: &str) -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let conf = dir.join("mosquitto.conf");
         // `user root` keeps Mosquitto from switching to the `mosquitto` user, which could not
         // read the owner-only password file.
@@ -530,7 +530,6 @@ impl Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&mut self.child);
     }
 }

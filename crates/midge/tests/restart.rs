@@ -4,24 +4,25 @@
 //! packet identifier), inbound QoS 2 packet identifiers, delayed wills; and what expired
 //! while the broker was down is dropped.
 
+mod support;
+
 use bytes::BytesMut;
 use midge_proto::{
     decode, encode, ByteStr, Connect, Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe,
     Will,
 };
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::{free_port, kill, wait_ready, Dir, MIDGE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const MIDGE: &str = env!("CARGO_BIN_EXE_midge");
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
 /// A broker process on a data directory that outlives it.
 struct Node {
-    dir: PathBuf,
+    dir: Dir,
     addr: SocketAddr,
     child: Option<Child>,
 }
@@ -32,18 +33,13 @@ impl Node {
     }
 
     async fn start_with(tag: &str, sys_interval: u32) -> Node {
-        let dir = std::env::temp_dir().join(format!("midge-restart-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port");
+        let dir = Dir::new(&format!("restart-{tag}"));
+        let port = free_port();
         let conf = format!(
             "data_dir = \"{}\"\nsys_interval = {sys_interval}\n[[listener]]\nport = {port}\nbind_address = \"127.0.0.1\"\nallow_anonymous = true\n",
-            dir.join("data").display()
+            dir.0.join("data").display()
         );
-        std::fs::write(dir.join("midge.toml"), conf).expect("config");
+        std::fs::write(dir.0.join("midge.toml"), conf).expect("config");
         let mut node = Node {
             addr: format!("127.0.0.1:{port}").parse().expect("addr"),
             dir,
@@ -57,31 +53,24 @@ impl Node {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("broker.log"))
+            .open(self.dir.0.join("broker.log"))
             .expect("log file");
         let child = Command::new(MIDGE)
             .arg("-c")
-            .arg(self.dir.join("midge.toml"))
+            .arg(self.dir.0.join("midge.toml"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("midge starts");
         self.child = Some(child);
-        for _ in 0..400 {
-            if TcpStream::connect(self.addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("midge did not listen");
+        wait_ready(self.addr).await;
     }
 
     /// SIGKILL, then start again on the same data.
     async fn crash_and_restart(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            kill(&mut c);
         }
         self.spawn().await;
     }
@@ -90,15 +79,14 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            if let Ok(log) = std::fs::read_to_string(self.dir.join("broker.log")) {
+            if let Ok(log) = std::fs::read_to_string(self.dir.0.join("broker.log")) {
                 eprintln!("--- broker log ---\n{log}");
             }
         }
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            kill(&mut c);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `dir` is removed when the field drops, after the process is gone.
     }
 }
 
