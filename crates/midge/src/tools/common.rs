@@ -4,8 +4,8 @@
 use super::args::{Config, Stop, Tool};
 use midge_client::tls::{TlsError, TlsVersion};
 use midge_client::{
-    Client, ConnectOptions, Direction, Error, Messages, Packet, TcpConnector, TlsConnector,
-    TlsOptions, Will,
+    Client, ConnectOptions, Direction, Disconnect, Error, Messages, Packet, TcpConnector,
+    TlsConnector, TlsOptions, Will,
 };
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,6 +14,75 @@ use std::time::Duration;
 
 /// Mosquitto's `MOSQ_ERR_TIMEOUT`: the exit code after `-W`.
 pub const EXIT_TIMEOUT: u8 = 27;
+
+/// The end of `midge pub`'s and `midge sub`'s help: the Will and TLS flags, which the two
+/// describe alike (as mosquitto_pub and mosquitto_sub do). A macro giving a literal, so that
+/// each tool's `USAGE` stays one constant built with `concat!`.
+macro_rules! will_and_tls_help {
+    () => {
+        " --will-payload : payload for the client Will, which is sent by the broker in case of
+                  unexpected disconnection. If not given and will-topic is set, a zero
+                  length message will be sent.
+ --will-qos : QoS level for the client Will.
+ --will-retain : if given, make the client Will retained.
+ --will-topic : the topic on which to publish the client Will.
+ --cafile : path to a file containing trusted CA certificates to enable encrypted
+            communication.
+ --capath : path to a directory containing trusted CA certificates to enable encrypted
+            communication.
+ --cert : client certificate for authentication, if required by server.
+ --key : client private key for authentication, if required by server.
+ --tls-version : TLS protocol version, can be one of tlsv1.3 or tlsv1.2.
+                 Defaults to either (the newest the broker speaks).
+ --tls-use-os-certs : Load and trust OS provided CA certificates.
+ --tls-alpn : TLS application layer protocol to offer.
+ --insecure : do not check that the server certificate hostname matches the remote
+              hostname. Using this option means that you cannot be sure that the
+              remote host is the server you wish to connect to and so is insecure.
+              Do not use this option in a production environment.
+
+See docs/tools.md for more information.
+"
+    };
+}
+pub(crate) use will_and_tls_help;
+
+/// Runs a tool: parses `args` (printing help or a usage error as Mosquitto's tools do),
+/// then `run` on a fresh runtime.
+pub fn main<F: std::future::Future<Output = ExitCode>>(
+    tool: Tool,
+    usage: &str,
+    args: &[String],
+    run: impl FnOnce(Config) -> F,
+) -> ExitCode {
+    let cfg = match super::args::parse(tool, args) {
+        Ok(cfg) => cfg,
+        Err(stop) => return report_stop(tool, stop, usage),
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
+    };
+    runtime.block_on(run(cfg))
+}
+
+/// Disconnects normally, with the `-D disconnect` properties.
+pub async fn disconnect(cfg: &Config, client: &Client) {
+    let disconnect = Disconnect {
+        properties: cfg.props.disconnect.clone(),
+        ..Disconnect::default()
+    };
+    let _ = client.disconnect_with(disconnect).await;
+}
+
+/// After `-W` ran out: disconnects, says "Timed out" (unless `--quiet`) and gives
+/// [`EXIT_TIMEOUT`].
+pub async fn timed_out(cfg: &Config, client: &Client) -> ExitCode {
+    disconnect(cfg, client).await;
+    if !cfg.quiet {
+        eprintln!("Timed out");
+    }
+    ExitCode::from(EXIT_TIMEOUT)
+}
 
 /// Writes to standard output, ignoring a closed pipe (`midge pub --help | head`), where
 /// `print!` would panic.

@@ -1,15 +1,16 @@
 //! `midge pub`: publishes one message (or one per line of standard input) and exits;
 //! flag-compatible with `mosquitto_pub`.
 
-use super::args::{self, Config, MessageMode, Tool};
+use super::args::{Config, MessageMode, Tool};
 use super::common;
 use bytes::Bytes;
-use midge_client::{Client, Disconnect, Error, Message, PendingAck, PublishAck, QoS};
+use midge_client::{Client, Error, Message, PendingAck, PublishAck, QoS};
 use std::collections::VecDeque;
 use std::process::ExitCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
-pub const USAGE: &str = "\
+pub const USAGE: &str = concat!(
+    "\
 midge pub is a simple MQTT client that publishes a message on a single topic and exits.
 It takes the flags of mosquitto_pub.
 
@@ -71,40 +72,13 @@ Usage: midge pub {[-h host] [-p port] [-u username] [-P password] -t topic | -L 
  --quiet : don't print error messages.
  --repeat : if publish mode is -f, -m, or -s, then repeat the publish N times.
  --repeat-delay : if using --repeat, wait time seconds between publishes. Defaults to 0.
- --will-payload : payload for the client Will, which is sent by the broker in case of
-                  unexpected disconnection. If not given and will-topic is set, a zero
-                  length message will be sent.
- --will-qos : QoS level for the client Will.
- --will-retain : if given, make the client Will retained.
- --will-topic : the topic on which to publish the client Will.
- --cafile : path to a file containing trusted CA certificates to enable encrypted
-            communication.
- --capath : path to a directory containing trusted CA certificates to enable encrypted
-            communication.
- --cert : client certificate for authentication, if required by server.
- --key : client private key for authentication, if required by server.
- --tls-version : TLS protocol version, can be one of tlsv1.3 or tlsv1.2.
-                 Defaults to either (the newest the broker speaks).
- --tls-use-os-certs : Load and trust OS provided CA certificates.
- --tls-alpn : TLS application layer protocol to offer.
- --insecure : do not check that the server certificate hostname matches the remote
-              hostname. Using this option means that you cannot be sure that the
-              remote host is the server you wish to connect to and so is insecure.
-              Do not use this option in a production environment.
-
-See docs/tools.md for more information.
-";
+",
+    common::will_and_tls_help!()
+);
 
 /// Runs `midge pub` with the arguments after the subcommand name.
 pub fn main(args: &[String]) -> ExitCode {
-    let cfg = match args::parse(Tool::Pub, args) {
-        Ok(cfg) => cfg,
-        Err(stop) => return common::report_stop(Tool::Pub, stop, USAGE),
-    };
-    let Some(runtime) = common::runtime() else {
-        return ExitCode::from(1);
-    };
-    runtime.block_on(run(cfg))
+    common::main(Tool::Pub, USAGE, args, run)
 }
 
 async fn run(cfg: Config) -> ExitCode {
@@ -128,11 +102,7 @@ async fn run(cfg: Config) -> ExitCode {
     };
     match result {
         Ok(()) => {
-            let disconnect = Disconnect {
-                properties: cfg.props.disconnect.clone(),
-                ..Disconnect::default()
-            };
-            let _ = client.disconnect_with(disconnect).await;
+            common::disconnect(&cfg, &client).await;
             ExitCode::SUCCESS
         }
         Err(e) => common::report_lost(&cfg, Some(&e)),

@@ -2,11 +2,11 @@
 //! (with the MQTT 5 Response Topic property), prints the first response and exits;
 //! flag-compatible with `mosquitto_rr`.
 
-use super::args::{self, Config, MessageMode, Tool};
-use super::common::{self, EXIT_TIMEOUT};
+use super::args::{Config, MessageMode, Tool};
+use super::common;
 use super::format;
 use bytes::Bytes;
-use midge_client::{Disconnect, Message, Subscription};
+use midge_client::{Message, Subscription};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,14 +73,7 @@ See docs/tools.md for more information.
 
 /// Runs `midge rr` with the arguments after the subcommand name.
 pub fn main(args: &[String]) -> ExitCode {
-    let cfg = match args::parse(Tool::Rr, args) {
-        Ok(cfg) => cfg,
-        Err(stop) => return common::report_stop(Tool::Rr, stop, USAGE),
-    };
-    let Some(runtime) = common::runtime() else {
-        return ExitCode::from(1);
-    };
-    runtime.block_on(run(cfg))
+    common::main(Tool::Rr, USAGE, args, run)
 }
 
 async fn request_payload(cfg: &Config) -> Result<Bytes, ExitCode> {
@@ -153,22 +146,12 @@ async fn run(cfg: Config) -> ExitCode {
         Some(limit) => tokio::time::timeout(limit, exchange).await.ok(),
         None => Some(exchange.await),
     };
-    let disconnect = Disconnect {
-        properties: cfg.props.disconnect.clone(),
-        ..Disconnect::default()
-    };
     match result {
         Some(Ok(())) => {
-            let _ = client.disconnect_with(disconnect).await;
+            common::disconnect(&cfg, &client).await;
             ExitCode::SUCCESS
         }
         Some(Err(code)) => code,
-        None => {
-            let _ = client.disconnect_with(disconnect).await;
-            if !cfg.quiet {
-                eprintln!("Timed out");
-            }
-            ExitCode::from(EXIT_TIMEOUT)
-        }
+        None => common::timed_out(&cfg, &client).await,
     }
 }

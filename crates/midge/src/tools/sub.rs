@@ -1,15 +1,16 @@
 //! `midge sub`: subscribes and prints what arrives; flag-compatible with `mosquitto_sub`,
 //! plus `--json`.
 
-use super::args::{self, Config, Tool};
-use super::common::{self, EXIT_TIMEOUT};
+use super::args::{Config, Tool};
+use super::common;
 use super::format;
-use midge_client::{Client, Disconnect, Message, Messages, QoS, RetainHandling, Subscription};
+use midge_client::{Client, Message, Messages, QoS, RetainHandling, Subscription};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
+pub const USAGE: &str = concat!(
+    "\
 midge sub is a simple MQTT client that subscribes to a set of topics and prints all messages
 it receives. It takes the flags of mosquitto_sub.
 
@@ -90,40 +91,13 @@ Usage: midge sub {[-h host] [-p port] [-u username] [-P password] -t topic | -L 
                    first non-retained message is received.
  --remove-retained : send a message to the server to clear any received retained messages
                      Use -T to filter out messages you do not want to be cleared.
- --will-payload : payload for the client Will, which is sent by the broker in case of
-                  unexpected disconnection. If not given and will-topic is set, a zero
-                  length message will be sent.
- --will-qos : QoS level for the client Will.
- --will-retain : if given, make the client Will retained.
- --will-topic : the topic on which to publish the client Will.
- --cafile : path to a file containing trusted CA certificates to enable encrypted
-            communication.
- --capath : path to a directory containing trusted CA certificates to enable encrypted
-            communication.
- --cert : client certificate for authentication, if required by server.
- --key : client private key for authentication, if required by server.
- --tls-version : TLS protocol version, can be one of tlsv1.3 or tlsv1.2.
-                 Defaults to either (the newest the broker speaks).
- --tls-use-os-certs : Load and trust OS provided CA certificates.
- --tls-alpn : TLS application layer protocol to offer.
- --insecure : do not check that the server certificate hostname matches the remote
-              hostname. Using this option means that you cannot be sure that the
-              remote host is the server you wish to connect to and so is insecure.
-              Do not use this option in a production environment.
-
-See docs/tools.md for more information.
-";
+",
+    common::will_and_tls_help!()
+);
 
 /// Runs `midge sub` with the arguments after the subcommand name.
 pub fn main(args: &[String]) -> ExitCode {
-    let cfg = match args::parse(Tool::Sub, args) {
-        Ok(cfg) => cfg,
-        Err(stop) => return common::report_stop(Tool::Sub, stop, USAGE),
-    };
-    let Some(runtime) = common::runtime() else {
-        return ExitCode::from(1);
-    };
-    runtime.block_on(run(cfg))
+    common::main(Tool::Sub, USAGE, args, run)
 }
 
 /// Why the receive loop stopped.
@@ -153,22 +127,12 @@ async fn run(cfg: Config) -> ExitCode {
         end = with_timeout(deadline, work) => end,
         _ = shutdown_signal() => End::Done,
     };
-    let disconnect = Disconnect {
-        properties: cfg.props.disconnect.clone(),
-        ..Disconnect::default()
-    };
     match end {
         End::Done => {
-            let _ = client.disconnect_with(disconnect).await;
+            common::disconnect(&cfg, &client).await;
             ExitCode::SUCCESS
         }
-        End::TimedOut => {
-            let _ = client.disconnect_with(disconnect).await;
-            if !cfg.quiet {
-                eprintln!("Timed out");
-            }
-            ExitCode::from(EXIT_TIMEOUT)
-        }
+        End::TimedOut => common::timed_out(&cfg, &client).await,
         End::Failed(code) => code,
     }
 }
