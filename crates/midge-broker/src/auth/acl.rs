@@ -32,7 +32,7 @@
 //! must cover the whole filter. Midge always filters at delivery ([`Authorizer::can_receive`]),
 //! and checks the SUBSCRIBE as [`SubscribeCheck`] says.
 
-use super::{AuthFileError, Authorizer};
+use super::{content_lines, read_file, AuthFileError, Authorizer};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -146,10 +146,7 @@ impl AclFile {
     /// "load again and swap on success".
     pub fn load(path: impl AsRef<Path>) -> Result<AclFile, AuthFileError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| AuthFileError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = read_file(path)?;
         AclFile::parse(path, &bytes)
     }
 
@@ -164,19 +161,13 @@ impl AclFile {
             warnings: Vec::new(),
         };
         let mut user: Option<String> = None;
-        for (index, raw) in content.split(|&b| b == b'\n').enumerate() {
-            let line = index + 1;
+        for entry in content_lines(path, content) {
+            let (line, text) = entry?;
             let syntax = |message: String| AuthFileError::Syntax {
                 path: path.to_owned(),
                 line,
                 message,
             };
-            let text = std::str::from_utf8(raw)
-                .map_err(|_| syntax("line is not valid UTF-8".into()))?
-                .trim();
-            if text.is_empty() || text.starts_with('#') {
-                continue;
-            }
             let (keyword, args) = split_word(text);
             match keyword {
                 "user" => {

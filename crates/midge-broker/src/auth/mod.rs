@@ -96,6 +96,49 @@ pub enum AuthFileError {
     },
 }
 
+/// Reads a security file whole; the error names the file.
+fn read_file(path: &Path) -> Result<Vec<u8>, AuthFileError> {
+    std::fs::read(path).map_err(|source| AuthFileError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The lines of a security file that say something, as `(line number, trimmed text)`:
+/// blank lines and lines starting with `#` are skipped, as Mosquitto skips them in its
+/// password and ACL files. A line that is not UTF-8 is an error naming the file and line.
+fn content_lines<'a>(
+    path: &'a Path,
+    content: &'a [u8],
+) -> impl Iterator<Item = Result<(usize, &'a str), AuthFileError>> + 'a {
+    content
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(move |(index, raw)| {
+            let line = index + 1;
+            match std::str::from_utf8(raw) {
+                Err(_) => Some(Err(AuthFileError::Syntax {
+                    path: path.to_owned(),
+                    line,
+                    message: "line is not valid UTF-8".into(),
+                })),
+                Ok(text) => {
+                    let text = text.trim();
+                    (!text.is_empty() && !text.starts_with('#')).then_some(Ok((line, text)))
+                }
+            }
+        })
+}
+
+/// The warning for a user listed again in a credentials file, whose first entry is kept
+/// (as later Mosquitto 2.0 releases do).
+fn duplicate_user_warning(path: &Path, line: usize, username: &str) -> String {
+    format!(
+        "{}:{line}: duplicate user '{username}', ignoring this entry",
+        path.display()
+    )
+}
+
 /// A security file type that can be (re)loaded from its path.
 pub trait LoadFile: Sized {
     fn load_file(path: &Path) -> Result<Self, AuthFileError>;

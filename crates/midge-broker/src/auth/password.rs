@@ -13,7 +13,9 @@
 //! Verifying costs real CPU (argon2id with the default parameters takes tens of milliseconds),
 //! so callers on an async runtime should verify inside `spawn_blocking`.
 
-use super::{AuthFileError, AuthResult, Authenticator};
+use super::{
+    content_lines, duplicate_user_warning, read_file, AuthFileError, AuthResult, Authenticator,
+};
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
 use base64::Engine as _;
 use sha2::{Digest, Sha512};
@@ -315,10 +317,7 @@ impl PasswordFile {
     /// simply call this again and keep the old value on error.
     pub fn load(path: impl AsRef<Path>) -> Result<PasswordFile, AuthFileError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| AuthFileError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = read_file(path)?;
         PasswordFile::parse(path, &bytes)
     }
 
@@ -330,28 +329,19 @@ impl PasswordFile {
             decoy: None,
             warnings: Vec::new(),
         };
-        for (index, raw) in content.split(|&b| b == b'\n').enumerate() {
-            let line = index + 1;
+        for entry in content_lines(path, content) {
+            let (line, text) = entry?;
             let syntax = |message: String| AuthFileError::Syntax {
                 path: path.to_owned(),
                 line,
                 message,
             };
-            let text = std::str::from_utf8(raw)
-                .map_err(|_| syntax("line is not valid UTF-8".into()))?
-                .trim();
-            // Mosquitto skips lines starting with '#'; blank lines have nothing to read.
-            if text.is_empty() || text.starts_with('#') {
-                continue;
-            }
             let (username, hash) = parse_line(text).map_err(syntax)?;
             if file.users.contains_key(username) {
                 // Later Mosquitto 2.0 releases keep the first entry and log the duplicate
                 // (2.0.11 used the last); the warning makes the choice visible.
-                file.warnings.push(format!(
-                    "{}:{line}: duplicate user '{username}', ignoring this entry",
-                    path.display()
-                ));
+                file.warnings
+                    .push(duplicate_user_warning(path, line, username));
                 continue;
             }
             if file.decoy.is_none() {

@@ -7,7 +7,9 @@
 use super::{
     saslprep, DecoyShape, ProhibitedCharacter, ScramCredentialSource, ScramCredentials, METHOD,
 };
-use crate::auth::{AuthFileError, LoadFile, Reloadable};
+use crate::auth::{
+    content_lines, duplicate_user_warning, read_file, AuthFileError, LoadFile, Reloadable,
+};
 use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 use base64::Engine as _;
 use std::collections::HashMap;
@@ -35,10 +37,7 @@ impl ScramFile {
     /// Reads and parses `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<ScramFile, AuthFileError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| AuthFileError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = read_file(path)?;
         ScramFile::parse(path, &bytes)
     }
 
@@ -47,25 +46,16 @@ impl ScramFile {
     pub fn parse(path: &Path, content: &[u8]) -> Result<ScramFile, AuthFileError> {
         let mut users = HashMap::new();
         let mut warnings = Vec::new();
-        for (index, raw) in content.split(|&b| b == b'\n').enumerate() {
-            let line = index + 1;
+        for entry in content_lines(path, content) {
+            let (line, text) = entry?;
             let syntax = |message: String| AuthFileError::Syntax {
                 path: path.to_owned(),
                 line,
                 message,
             };
-            let text = std::str::from_utf8(raw)
-                .map_err(|_| syntax("line is not valid UTF-8".into()))?
-                .trim();
-            if text.is_empty() || text.starts_with('#') {
-                continue;
-            }
             let (username, credentials) = parse_line(text).map_err(syntax)?;
             if users.contains_key(username) {
-                warnings.push(format!(
-                    "{}:{line}: duplicate user '{username}', ignoring this entry",
-                    path.display()
-                ));
+                warnings.push(duplicate_user_warning(path, line, username));
                 continue;
             }
             users.insert(username.to_owned(), credentials);
