@@ -798,47 +798,21 @@ mod tests {
 
     #[test]
     fn errors_match_mosquitto() {
-        assert_eq!(error_of(Tool::Pub, "-Z"), "Error: Unknown option '-Z'.\n");
-        assert_eq!(
-            error_of(Tool::Sub, "-m x -t a"),
-            "Error: Unknown option '-m'.\n"
-        );
-        assert_eq!(
-            error_of(Tool::Pub, "-t a"),
-            "Error: Both topic and message must be supplied.\n"
-        );
-        assert_eq!(
-            error_of(Tool::Pub, "-q 3 -t a -m b"),
-            "Error: Invalid QoS given: 3\n"
-        );
-        assert_eq!(
-            error_of(Tool::Pub, "-t a/# -m b"),
-            "Error: Invalid publish topic 'a/#', does it contain '+' or '#'?\n"
-        );
-        assert_eq!(
-            error_of(Tool::Sub, "-t a/#/b"),
-            "Error: Invalid subscription topic 'a/#/b', are all '+' and '#' wildcards correct?\n"
-        );
-        assert_eq!(
-            error_of(Tool::Pub, "-t a -m x -c"),
-            "Error: You must provide a client id if you are using the -c option.\n"
-        );
-        assert_eq!(
-            error_of(Tool::Pub, "-t a -m x -c -V 5"),
-            "Error: You must provide a client id if you are using an infinite session expiry interval.\n"
-        );
-        assert_eq!(
-            error_of(Tool::Pub, "-t a -m x -m y"),
-            "Error: Only one type of message can be sent at once.\n\n"
-        );
-        assert_eq!(
-            error_of(Tool::Pub, "-t"),
-            "Error: -t argument given but no topic specified.\n\n"
-        );
-        assert_eq!(
-            error_of(Tool::Rr, "-t a -e b"),
-            "Error: All of topic, message, and response topic must be supplied.\n"
-        );
+        for (tool, line, expected) in [
+            (Tool::Pub, "-Z", "Error: Unknown option '-Z'.\n"),
+            (Tool::Sub, "-m x -t a", "Error: Unknown option '-m'.\n"),
+            (Tool::Pub, "-t a", "Error: Both topic and message must be supplied.\n"),
+            (Tool::Pub, "-q 3 -t a -m b", "Error: Invalid QoS given: 3\n"),
+            (Tool::Pub, "-t a/# -m b", "Error: Invalid publish topic 'a/#', does it contain '+' or '#'?\n"),
+            (Tool::Sub, "-t a/#/b", "Error: Invalid subscription topic 'a/#/b', are all '+' and '#' wildcards correct?\n"),
+            (Tool::Pub, "-t a -m x -c", "Error: You must provide a client id if you are using the -c option.\n"),
+            (Tool::Pub, "-t a -m x -c -V 5", "Error: You must provide a client id if you are using an infinite session expiry interval.\n"),
+            (Tool::Pub, "-t a -m x -m y", "Error: Only one type of message can be sent at once.\n\n"),
+            (Tool::Pub, "-t", "Error: -t argument given but no topic specified.\n\n"),
+            (Tool::Rr, "-t a -e b", "Error: All of topic, message, and response topic must be supplied.\n"),
+        ] {
+            assert_eq!(error_of(tool, line), expected, "{tool:?} {line}");
+        }
         assert!(error_of(Tool::Sub, "-t a -R --retained-only").contains("makes no sense"));
         let empty_id = parse(
             Tool::Pub,
@@ -860,21 +834,13 @@ mod tests {
             "%t %p %q %r %l %m %x %X %% @Y @@ %I %U %j %J %10t %-10p %05l %.3t \\n\\t"
         )
         .is_ok());
-        assert_eq!(
-            check_format("%"),
-            Err("Error: Incomplete format specifier.\n".into())
-        );
-        assert_eq!(
-            check_format("%z"),
-            Err("Error: Invalid format specifier 'z'.\n".into())
-        );
-        assert_eq!(
-            check_format("\\q"),
-            Err("Error: Invalid escape specifier 'q'.\n".into())
-        );
-        assert_eq!(
-            check_format("@"),
-            Err("Error: Incomplete format specifier.\n".into())
-        );
+        for (format, expected) in [
+            ("%", "Error: Incomplete format specifier.\n"),
+            ("%z", "Error: Invalid format specifier 'z'.\n"),
+            ("\\q", "Error: Invalid escape specifier 'q'.\n"),
+            ("@", "Error: Incomplete format specifier.\n"),
+        ] {
+            assert_eq!(check_format(format), Err(expected.into()), "{format}");
+        }
     }
 }
