@@ -14,6 +14,22 @@ fn aliased(topic: &str, alias: u16, payload: &str) -> Publish {
     p
 }
 
+/// [`aliased`] with packet identifier 1, ready to send as it is.
+fn aliased_packet(topic: &str, alias: u16, payload: &str) -> Packet {
+    let mut p = aliased(topic, alias, payload);
+    p.packet_id = 1;
+    Packet::Publish(p)
+}
+
+/// A client of a broker with Topic Alias Maximum `max` sends PUBLISH with Topic Alias
+/// `alias`: the broker answers DISCONNECT 0x94 Topic Alias invalid.
+async fn alias_is_refused_with_0x94(max: u16, client_id: &str, alias: u16) {
+    let b = TestBroker::start_with(|c| c.max_topic_alias = max).await;
+    let mut c = b.client(V5, client_id).await;
+    c.send(&aliased_packet("t", alias, "x")).await;
+    c.expect_disconnect(ReasonCode::TOPIC_ALIAS_INVALID).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_topic_alias_is_resolved_for_later_publishes() {
     // 5.0 3.3.2.3.4: a PUBLISH with a topic and an alias sets the mapping; a later one with
@@ -49,37 +65,19 @@ async fn client_topic_alias_is_resolved_for_later_publishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_alias_0_is_a_protocol_error() {
     // [MQTT-3.3.2-8] A Topic Alias of 0 is a Protocol Error: DISCONNECT 0x94.
-    let b = TestBroker::start_with(|c| c.max_topic_alias = 5).await;
-    let mut c = b.client(V5, "zero").await;
-    c.send(&Packet::Publish({
-        let mut p = aliased("t", 0, "x");
-        p.packet_id = 1;
-        p
-    }))
-    .await;
-    c.expect_disconnect(ReasonCode::TOPIC_ALIAS_INVALID).await;
+    alias_is_refused_with_0x94(5, "zero", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_alias_above_the_maximum_is_a_protocol_error() {
     // [MQTT-3.3.2-9] A Topic Alias above the Server's Topic Alias Maximum: DISCONNECT 0x94.
-    let b = TestBroker::start_with(|c| c.max_topic_alias = 5).await;
-    let mut c = b.client(V5, "big").await;
-    let mut p = aliased("t", 6, "x");
-    p.packet_id = 1;
-    c.send(&Packet::Publish(p)).await;
-    c.expect_disconnect(ReasonCode::TOPIC_ALIAS_INVALID).await;
+    alias_is_refused_with_0x94(5, "big", 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_alias_is_refused_when_the_maximum_is_0() {
     // [MQTT-3.2.2-17]/[MQTT-3.3.2-9]: Topic Alias Maximum 0 (absent): any alias is invalid.
-    let b = TestBroker::start_with(|c| c.max_topic_alias = 0).await;
-    let mut c = b.client(V5, "none").await;
-    let mut p = aliased("t", 1, "x");
-    p.packet_id = 1;
-    c.send(&Packet::Publish(p)).await;
-    c.expect_disconnect(ReasonCode::TOPIC_ALIAS_INVALID).await;
+    alias_is_refused_with_0x94(0, "none", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +86,7 @@ async fn unknown_topic_alias_with_empty_topic_is_a_protocol_error() {
     // Error.
     let b = TestBroker::start_with(|c| c.max_topic_alias = 5).await;
     let mut c = b.client(V5, "unknown").await;
-    let mut p = aliased("", 2, "x");
-    p.packet_id = 1;
-    c.send(&Packet::Publish(p)).await;
+    c.send(&aliased_packet("", 2, "x")).await;
     let got = c.expect_closed().await;
     let rc = got.iter().find_map(|p| match p {
         Packet::Disconnect(d) => Some(d.reason_code),
@@ -123,9 +119,7 @@ async fn topic_aliases_do_not_survive_the_connection() {
     c.publish_packet(aliased("forget/t", 1, "x")).await;
     c.disconnect().await;
     let (mut c, _) = TestClient::connect_persistent(b.addr, V5, "forget").await;
-    let mut p = aliased("", 1, "y");
-    p.packet_id = 1;
-    c.send(&Packet::Publish(p)).await;
+    c.send(&aliased_packet("", 1, "y")).await;
     let got = c.expect_closed().await;
     assert!(
         got.iter()
@@ -293,19 +287,25 @@ async fn packet_at_maximum_packet_size_is_accepted() {
     assert_eq!(c.recv_publish().await.payload.len(), 256 - 7);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn message_larger_than_the_clients_maximum_packet_size_is_not_sent() {
-    // [MQTT-3.1.2-24] (5.0) the Server MUST NOT send packets exceeding the client's
-    // Maximum Packet Size; [MQTT-3.1.2-25] it discards such a message and behaves as if
-    // it had been sent.
-    let b = TestBroker::start().await;
+/// "small", subscribed to `mps/t` at QoS 1 with a Maximum Packet Size of 64, and "pub".
+async fn small_subscriber_and_publisher(b: &TestBroker) -> (TestClient, TestClient) {
     let (mut sub, _) = TestClient::connect(b.addr, V5, |c| {
         c.client_id = "small".into();
         c.properties.maximum_packet_size = Some(64);
     })
     .await;
     sub.subscribe("mps/t", QoS::AtLeastOnce).await;
-    let mut publ = b.client(V5, "pub").await;
+    let publ = b.client(V5, "pub").await;
+    (sub, publ)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_larger_than_the_clients_maximum_packet_size_is_not_sent() {
+    // [MQTT-3.1.2-24] (5.0) the Server MUST NOT send packets exceeding the client's
+    // Maximum Packet Size; [MQTT-3.1.2-25] it discards such a message and behaves as if
+    // it had been sent.
+    let b = TestBroker::start().await;
+    let (mut sub, mut publ) = small_subscriber_and_publisher(&b).await;
     publ.publish("mps/t", &"z".repeat(100), QoS::AtLeastOnce)
         .await;
     publ.publish("mps/t", "small", QoS::AtLeastOnce).await;
@@ -318,13 +318,7 @@ async fn dropped_large_messages_do_not_use_up_the_inflight_window() {
     // [MQTT-3.1.2-25] "as if it had completed sending": a discarded QoS 1 message does not
     // occupy an in-flight slot.
     let b = TestBroker::start_with(|c| c.max_inflight_messages = 1).await;
-    let (mut sub, _) = TestClient::connect(b.addr, V5, |c| {
-        c.client_id = "small".into();
-        c.properties.maximum_packet_size = Some(64);
-    })
-    .await;
-    sub.subscribe("mps/t", QoS::AtLeastOnce).await;
-    let mut publ = b.client(V5, "pub").await;
+    let (mut sub, mut publ) = small_subscriber_and_publisher(&b).await;
     for _ in 0..3 {
         publ.publish("mps/t", &"z".repeat(100), QoS::AtLeastOnce)
             .await;
