@@ -37,6 +37,8 @@ pub enum StartError {
         addr: SocketAddr,
         error: crate::tls::TlsError,
     },
+    #[error("listener {addr}: its own password_file/acl_file (per_listener_settings) is not supported yet")]
+    PerListenerSecurity { addr: SocketAddr },
     #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
@@ -533,6 +535,10 @@ impl Broker {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let listeners = config.listeners.clone();
         let sys_interval = config.sys_interval;
+        if let Some(l) = listeners.iter().find(|l| l.security.is_some()) {
+            // Refused rather than ignored until the connection code applies them.
+            return Err(StartError::PerListenerSecurity { addr: l.bind });
+        }
         let security = Security::load(&config)?;
         let (store, recovered) = match &config.persistence {
             Some(p) => {

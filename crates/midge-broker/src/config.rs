@@ -26,6 +26,18 @@ pub struct ListenerConfig {
     /// TLS on this listener (Mosquitto's `certfile`, `keyfile`, `cafile`, ...); `None` for
     /// plain TCP.
     pub tls: Option<TlsSettings>,
+    /// This listener's own password and ACL files (Mosquitto's `per_listener_settings
+    /// true`); `None` for the broker-wide `password_file` and `acl_file`.
+    pub security: Option<ListenerSecurity>,
+}
+
+/// Security files of one listener, used instead of the broker-wide ones.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListenerSecurity {
+    /// Password file for clients of this listener; `None`: no password file.
+    pub password_file: Option<std::path::PathBuf>,
+    /// ACL file for clients of this listener; `None`: no ACL (everything allowed).
+    pub acl_file: Option<std::path::PathBuf>,
 }
 
 impl ListenerConfig {
@@ -36,6 +48,7 @@ impl ListenerConfig {
             max_connections: None,
             allow_anonymous,
             tls: None,
+            security: None,
         }
     }
 }
@@ -170,12 +183,14 @@ impl Default for Config {
                     max_connections: None,
                     allow_anonymous: true,
                     tls: None,
+                    security: None,
                 },
                 ListenerConfig {
                     bind: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1883)),
                     max_connections: None,
                     allow_anonymous: true,
                     tls: None,
+                    security: None,
                 },
             ],
             max_keepalive: 65535,

@@ -16,5 +16,5 @@ pub mod sys;
 pub mod tls;
 
 pub use broker::{Broker, BrokerInner, StartError};
-pub use config::{Config, ListenerConfig, Persistence, TlsSettings, TlsVersion};
+pub use config::{Config, ListenerConfig, ListenerSecurity, Persistence, TlsSettings, TlsVersion};
 pub use midge_store::Durability;

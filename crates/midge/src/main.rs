@@ -125,12 +125,14 @@ fn loopback_listeners(port: u16, allow_anonymous: bool) -> [ListenerConfig; 2] {
             max_connections: None,
             allow_anonymous,
             tls: None,
+            security: None,
         },
         ListenerConfig {
             bind: SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
             max_connections: None,
             allow_anonymous,
             tls: None,
+            security: None,
         },
     ]
 }

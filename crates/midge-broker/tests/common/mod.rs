@@ -48,6 +48,7 @@ impl TestBroker {
                 max_connections: None,
                 allow_anonymous: true,
                 tls: None,
+                security: None,
             }],
             sys_interval: Duration::ZERO,
             ..Config::default()

@@ -310,6 +310,7 @@ fn local_only_listeners(
         max_connections,
         allow_anonymous,
         tls: None,
+        security: None,
     })
     .collect()
 }

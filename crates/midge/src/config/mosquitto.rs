@@ -49,6 +49,9 @@ struct ListenerDef {
     require_certificate: Option<bool>,
     use_identity_as_username: Option<bool>,
     tls_version: Option<midge_broker::TlsVersion>,
+    /// Its own password and ACL files (`per_listener_settings true` with files that
+    /// differ between listeners).
+    security: Option<midge_broker::ListenerSecurity>,
 }
 
 /// A per-listener Mosquitto option that Midge applies to the whole broker.
@@ -714,6 +717,7 @@ impl Parser {
                     // Mosquitto 2: anonymous access is off unless allowed explicitly.
                     allow_anonymous: allow_anonymous.unwrap_or(false),
                     tls: tls.clone(),
+                    security: def.security.clone(),
                 };
                 out.push((listener, at.clone()));
             }
@@ -728,7 +732,8 @@ impl Parser {
         if local_only || default_defined {
             scopes.push(Scope::Default);
         }
-        let settings = std::mem::take(&mut self.shared);
+        let mut settings = std::mem::take(&mut self.shared);
+        self.per_listener_files(&scopes, &mut settings);
         let mut keys: Vec<&'static str> = settings.iter().map(|(_, v, _)| v.key()).collect();
         keys.sort_unstable();
         keys.dedup();
@@ -772,6 +777,53 @@ impl Parser {
                     ),
                 );
             }
+        }
+    }
+
+    /// `password_file` and `acl_file` under `per_listener_settings true`: when the
+    /// listeners end up with different files, each listener gets its own pair (and the
+    /// settings are taken out of `settings`); otherwise they stay, to apply broker-wide.
+    fn per_listener_files(
+        &mut self,
+        scopes: &[Scope],
+        settings: &mut Vec<(Scope, Shared, Location)>,
+    ) {
+        let effective = |scope: &Scope, key: &str| -> Option<PathBuf> {
+            settings
+                .iter()
+                .rev()
+                .find(|(s, v, _)| s == scope && v.key() == key)
+                .and_then(|(_, v, _)| match v {
+                    Shared::PasswordFile(p) | Shared::AclFile(p) => p.clone(),
+                    _ => None,
+                })
+        };
+        let files: Vec<(Scope, midge_broker::ListenerSecurity)> = scopes
+            .iter()
+            .map(|scope| {
+                let files = midge_broker::ListenerSecurity {
+                    password_file: effective(scope, "password_file"),
+                    acl_file: effective(scope, "acl_file"),
+                };
+                (*scope, files)
+            })
+            .collect();
+        let Some((_, first)) = files.first() else {
+            return;
+        };
+        if files.iter().all(|(_, f)| f == first) {
+            return;
+        }
+        settings.retain(|(_, v, _)| !matches!(v, Shared::PasswordFile(_) | Shared::AclFile(_)));
+        for (scope, f) in files {
+            let def = match scope {
+                Scope::Default => &mut self.default,
+                Scope::Listener(i) => match self.listeners.get_mut(i) {
+                    Some(def) => def,
+                    None => continue,
+                },
+            };
+            def.security = Some(f);
         }
     }
 

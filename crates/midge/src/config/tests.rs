@@ -49,6 +49,7 @@ fn local_only(anonymous: bool) -> Vec<ListenerConfig> {
             max_connections: None,
             allow_anonymous: anonymous,
             tls: None,
+            security: None,
         })
         .collect()
 }
@@ -167,18 +168,21 @@ allow_anonymous = true
                 max_connections: None,
                 allow_anonymous: false,
                 tls: None,
+                security: None,
             },
             ListenerConfig {
                 bind: addr("[::]:1883"),
                 max_connections: None,
                 allow_anonymous: false,
                 tls: None,
+                security: None,
             },
             ListenerConfig {
                 bind: addr("127.0.0.1:8883"),
                 max_connections: Some(50),
                 allow_anonymous: true,
                 tls: None,
+                security: None,
             },
         ]
     );
@@ -417,6 +421,7 @@ fn mosquitto_local_only_takes_default_listener_options() {
             max_connections: Some(10),
             allow_anonymous: true,
             tls: None,
+            security: None,
         }]
     );
 }
@@ -438,6 +443,7 @@ fn mosquitto_port_and_bind_address_make_the_default_listener() {
             max_connections: Some(5),
             allow_anonymous: false,
             tls: None,
+            security: None,
         }]
     );
 }
@@ -496,6 +502,57 @@ fn mosquitto_per_listener_zero_length_clientid_and_prefix_apply_when_all_listene
     let c = ok(conf(text)).config;
     assert_eq!(c.auto_id_prefix, "x-");
     assert!(!c.allow_zero_length_clientid);
+}
+
+#[test]
+fn mosquitto_per_listener_password_and_acl_files() {
+    let text = "per_listener_settings true\n\
+        listener 1883 127.0.0.1\npassword_file /pw-a\nacl_file /acl-a\n\
+        listener 1884 127.0.0.1\npassword_file /pw-b\n\
+        listener 1885 127.0.0.1\n";
+    let c = ok(conf(text)).config;
+    let files: Vec<Option<midge_broker::ListenerSecurity>> =
+        c.listeners.iter().map(|l| l.security.clone()).collect();
+    let own = |pw: Option<&str>, acl: Option<&str>| {
+        Some(midge_broker::ListenerSecurity {
+            password_file: pw.map(PathBuf::from),
+            acl_file: acl.map(PathBuf::from),
+        })
+    };
+    assert_eq!(
+        files,
+        vec![
+            own(Some("/pw-a"), Some("/acl-a")),
+            own(Some("/pw-b"), None),
+            own(None, None)
+        ]
+    );
+    assert_eq!(c.password_file, None);
+    assert_eq!(c.acl_file, None);
+
+    // The same files on every listener stay broker-wide.
+    let text = "per_listener_settings true\nlistener 1883 127.0.0.1\npassword_file /pw\n\
+        listener 1884 127.0.0.1\npassword_file /pw\n";
+    let c = ok(conf(text)).config;
+    assert_eq!(c.password_file.as_deref(), Some(Path::new("/pw")));
+    assert!(c.listeners.iter().all(|l| l.security.is_none()));
+}
+
+#[test]
+fn toml_listener_with_its_own_password_and_acl_files() {
+    let text = "password_file = \"/pw\"\n\
+        [[listener]]\nport = 1883\nbind_address = \"127.0.0.1\"\n\
+        [[listener]]\nport = 1884\nbind_address = \"127.0.0.1\"\nacl_file = \"/acl-b\"\n";
+    let c = ok(toml_file(text)).config;
+    assert_eq!(c.password_file.as_deref(), Some(Path::new("/pw")));
+    assert_eq!(c.listeners[0].security, None);
+    assert_eq!(
+        c.listeners[1].security,
+        Some(midge_broker::ListenerSecurity {
+            password_file: None,
+            acl_file: Some(PathBuf::from("/acl-b")),
+        })
+    );
 }
 
 #[test]

@@ -74,6 +74,10 @@ struct Listener {
     require_certificate: Option<bool>,
     use_identity_as_username: Option<bool>,
     tls_version: Option<Spanned<String>>,
+    /// With either of these the listener uses its own files instead of the broker-wide
+    /// `password_file` and `acl_file` (Mosquitto's `per_listener_settings true`).
+    password_file: Option<String>,
+    acl_file: Option<String>,
 }
 
 /// Largest PUBLISH payload MQTT can carry.
@@ -400,6 +404,12 @@ impl Reader<'_> {
                 None => None,
             };
             let tls = self.tls(table);
+            let security = (table.password_file.is_some() || table.acl_file.is_some()).then(|| {
+                midge_broker::ListenerSecurity {
+                    password_file: table.password_file.as_ref().map(PathBuf::from),
+                    acl_file: table.acl_file.as_ref().map(PathBuf::from),
+                }
+            });
             let host = table.bind_address.as_ref();
             let addrs = match bind_addresses(
                 host.map(|h| h.get_ref().as_str()),
@@ -428,6 +438,7 @@ impl Reader<'_> {
                     max_connections,
                     allow_anonymous: table.allow_anonymous.unwrap_or(false),
                     tls: tls.clone(),
+                    security: security.clone(),
                 });
             }
         }
