@@ -411,8 +411,13 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
         Err(e) => report
             .notes
             .push(format!("cannot copy the damaged store: {e}")),
-        Ok(()) => match FjallEngine::open(&scratch) {
-            Ok(old) => {
+        Ok(()) => match FjallEngine::open_for_salvage(&scratch) {
+            Ok((old, missing)) => {
+                for table in missing {
+                    report.notes.push(format!(
+                        "table {table} was missing from the damaged store: its records are lost"
+                    ));
+                }
                 salvage(&old, &fresh, &mut report).map_err(|e| StoreError::engine(dir, e))?
             }
             Err(e) => report.notes.push(format!(

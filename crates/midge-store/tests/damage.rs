@@ -207,3 +207,49 @@ fn check_and_repair_refuse_a_store_in_use() {
     assert!(report.to_string().contains("stop the broker"), "{report}");
     assert!(matches!(repair(tmp.path()), Err(StoreError::Locked { .. })));
 }
+
+/// fjall makes an empty table when a table's directory is gone; the store must not start
+/// with that table's records silently lost: opening names the table, `check` reports it,
+/// and `repair` keeps the other tables and says which one was lost.
+#[test]
+fn a_missing_table_directory_is_refused_not_recreated_empty() {
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path().join("data");
+    filled(&dir, true);
+    let retained_dir = {
+        let store = DiskStore::open(&dir, Default::default()).expect("open");
+        store.engine().table_dir(Table::Retained)
+    };
+    // The list of table directories is relative, so a store that is moved still checks.
+    let listed = std::fs::read_to_string(dir.join("midge-tables")).expect("table list");
+    assert!(
+        listed.lines().all(|l| !l.contains(&*dir.to_string_lossy())),
+        "{listed}"
+    );
+    std::fs::remove_dir_all(&retained_dir).expect("remove the retained table");
+
+    let err = DiskStore::open(&dir, Default::default())
+        .err()
+        .expect("must fail");
+    let text = damaged_message(err);
+    assert!(text.contains("`retained`"), "{text}");
+    assert!(text.contains(&retained_dir.display().to_string()), "{text}");
+    assert!(!retained_dir.exists(), "opening must not recreate it");
+
+    let report = check(&dir);
+    assert!(!report.is_healthy(), "{report}");
+    assert!(!retained_dir.exists(), "check must not recreate it");
+
+    let done = repair(&dir).expect("repair");
+    assert!(
+        done.notes.iter().any(|n| n.contains("`retained`")),
+        "{done}"
+    );
+    let store = DiskStore::open(&dir, Default::default()).expect("repaired store opens");
+    let r = store.load(now()).expect("load");
+    assert_eq!(r.sessions.len(), 1);
+    assert_eq!(r.sessions[0].queued, MESSAGES, "{done}");
+    assert!(r.retained.is_empty());
+    store.close();
+    assert!(check(&dir).is_healthy());
+}

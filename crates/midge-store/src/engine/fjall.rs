@@ -18,9 +18,34 @@ pub struct FjallEngine {
     tables: Vec<(Table, Keyspace)>,
 }
 
+/// Lists each table's directory, relative to the store, once the store exists. fjall
+/// silently makes an empty table when a table's directory is gone; this file lets `open`
+/// notice instead of starting with that table's data lost.
+const TABLES_FILE: &str = "midge-tables";
+
 impl FjallEngine {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`. A table whose directory has disappeared
+    /// since the store was made is damage: an error naming it, not an empty table.
     pub fn open(dir: &Path) -> Result<FjallEngine, EngineError> {
+        let missing = missing_tables(dir);
+        if !missing.is_empty() {
+            return Err(EngineError::Damaged(format!(
+                "{}: table directories are missing, their records would be lost: {}",
+                dir.display(),
+                missing.join(", ")
+            )));
+        }
+        FjallEngine::open_unchecked(dir)
+    }
+
+    /// Opens a damaged copy for salvage: missing tables are made empty. Returns the
+    /// missing tables too, for the repair report.
+    pub fn open_for_salvage(dir: &Path) -> Result<(FjallEngine, Vec<String>), EngineError> {
+        let missing = missing_tables(dir);
+        Ok((FjallEngine::open_unchecked(dir)?, missing))
+    }
+
+    fn open_unchecked(dir: &Path) -> Result<FjallEngine, EngineError> {
         let db = Database::builder(dir)
             // The journal is replayed at start-up after a crash: keep it at fjall's
             // minimum so that replay stays short (see docs/design/storage.md).
@@ -34,11 +59,34 @@ impl FjallEngine {
                 .map_err(|e| classify(e, &format!("opening table `{}`", table.name())))?;
             tables.push((table, ks));
         }
-        Ok(FjallEngine {
+        let engine = FjallEngine {
             db,
             dir: dir.to_path_buf(),
             tables,
-        })
+        };
+        engine.record_tables()?;
+        Ok(engine)
+    }
+
+    /// Writes [`TABLES_FILE`] if the store has none yet (a new store, or one made before
+    /// the file existed).
+    fn record_tables(&self) -> Result<(), EngineError> {
+        let path = self.dir.join(TABLES_FILE);
+        if path.exists() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for (table, ks) in &self.tables {
+            let rel = ks.path().strip_prefix(&self.dir).unwrap_or(ks.path());
+            text.push_str(&format!("{}\t{}\n", table.name(), rel.display()));
+        }
+        let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));
+        let tmp = self.dir.join(format!("{TABLES_FILE}.tmp"));
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
     }
 
     fn keyspace(&self, table: Table) -> &Keyspace {
@@ -74,6 +122,18 @@ impl FjallEngine {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The tables [`TABLES_FILE`] lists whose directory is gone, as `name (path)`.
+fn missing_tables(dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dir.join(TABLES_FILE)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, rel)| !dir.join(rel).is_dir())
+        .map(|(name, rel)| format!("`{name}` ({})", dir.join(rel).display()))
+        .collect()
 }
 
 /// Names the journal files, since a journal error at open does not say which.
