@@ -253,3 +253,18 @@ fn a_missing_table_directory_is_refused_not_recreated_empty() {
     store.close();
     assert!(check(&dir).is_healthy());
 }
+
+/// A store that lost fjall's `version` file is named as such, not "File exists".
+#[test]
+fn a_store_without_its_version_file_is_refused_with_that_reason() {
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path().join("data");
+    filled(&dir, false);
+    std::fs::remove_file(dir.join("version")).expect("remove version");
+    let text = damaged_message(
+        DiskStore::open(&dir, Default::default())
+            .err()
+            .expect("must fail"),
+    );
+    assert!(text.contains("`version` is missing"), "{text}");
+}

@@ -27,6 +27,15 @@ impl FjallEngine {
     /// Opens (or creates) the database in `dir`. A table whose directory has disappeared
     /// since the store was made is damage: an error naming it, not an empty table.
     pub fn open(dir: &Path) -> Result<FjallEngine, EngineError> {
+        let has_files = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+        if has_files && !dir.join("version").exists() {
+            // fjall would fail with "File exists (os error 17)".
+            return Err(EngineError::Damaged(format!(
+                "{}: `version` is missing (not a Midge data directory, or a store that lost \
+                 that file)",
+                dir.display()
+            )));
+        }
         let missing = missing_tables(dir);
         if !missing.is_empty() {
             return Err(EngineError::Damaged(format!(
@@ -107,6 +116,7 @@ impl FjallEngine {
     /// benchmarks use it to put data where a long-running store would have it).
     pub fn flush_tables(&self) -> Result<(), EngineError> {
         for (table, ks) in &self.tables {
+            eprintln!("ZZ flushing {}", table.name());
             ks.rotate_memtable_and_wait()
                 .map_err(|e| classify(e, &self.where_is(*table)))?;
         }
