@@ -116,7 +116,6 @@ impl FjallEngine {
     /// benchmarks use it to put data where a long-running store would have it).
     pub fn flush_tables(&self) -> Result<(), EngineError> {
         for (table, ks) in &self.tables {
-            eprintln!("ZZ flushing {}", table.name());
             ks.rotate_memtable_and_wait()
                 .map_err(|e| classify(e, &self.where_is(*table)))?;
         }
