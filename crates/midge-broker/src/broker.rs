@@ -347,6 +347,7 @@ impl BrokerInner {
             st.generation += 1;
             st.queue.clear();
             st.queued_bytes = 0;
+            st.backlog = Default::default();
             st.inflight.clear();
             st.unsent_resends = 0;
             (
@@ -407,6 +408,8 @@ impl BrokerInner {
                 st.conn = None;
             }
             st.generation += 1;
+            // Offline, its stored messages live in the store only (bounded memory).
+            cell.release_queue_to_store(&mut st);
             let record = st
                 .persistent
                 .then(|| self.session_record(&st, protocol, true));

@@ -87,15 +87,20 @@ pub fn stage_from_record(stage: midge_store::Stage) -> crate::session::Stage {
 }
 
 /// Rebuilds the broker's state from the store at start-up: sessions (offline, with their
-/// subscriptions routed, in-flight messages, inbound QoS 2 identifiers and queues),
-/// retained messages and pending wills; then starts each session's expiry and will timers.
+/// subscriptions routed, in-flight messages, inbound QoS 2 identifiers and the size of
+/// their queues), retained messages and pending wills; then starts each session's expiry
+/// and will timers.
+///
+/// Queued messages stay in the store: each session only counts them (its `Backlog`), and
+/// its next connection pages them in ([`page_in`]). In-flight messages are loaded: they
+/// are resent at once on reconnect, and the Receive Maximum bounds them.
 pub fn recover(
     broker: &Arc<crate::broker::BrokerInner>,
-    store: &dyn midge_store::SessionStore,
+    _store: &dyn midge_store::SessionStore,
     recovered: midge_store::Recovered,
 ) -> Result<RecoveryStats, midge_store::StoreError> {
     use crate::router::{SubKey, Subscriber};
-    use crate::session::{Inflight, QueueLimits, Queued, StoredSubscription};
+    use crate::session::{Backlog, Inflight, QueueLimits, Queued, StoredSubscription};
     let mut stats = RecoveryStats::default();
     {
         let mut tree = broker.retained.write();
@@ -132,7 +137,6 @@ pub fn recover(
             }
             (e, _) => e,
         };
-        let queued = store.read_queue(&rs.client_id, rs.first_queued_seq, usize::MAX)?;
         let generation = {
             let mut st = cell.state.lock();
             st.persistent = true;
@@ -177,12 +181,14 @@ pub fn recover(
                 });
                 stats.inflight += 1;
             }
-            for q in &queued {
-                let q = queued_from_record(q);
-                st.queued_bytes += q.msg.payload.len();
-                st.queue.push_back(q);
-                stats.queued += 1;
-            }
+            st.backlog = Backlog {
+                count: usize::try_from(rs.queued).unwrap_or(usize::MAX),
+                read_from: rs.first_queued_seq,
+                contiguous_from: st.next_seq,
+                paging: false,
+            };
+            st.queued_bytes = usize::try_from(rs.queued_bytes).unwrap_or(usize::MAX);
+            stats.queued += st.backlog.count;
             st.generation += 1;
             st.generation
         };
@@ -241,7 +247,76 @@ pub fn recover(
     Ok(stats)
 }
 
-fn queued_from_record(q: &midge_store::QueuedMessage) -> crate::session::Queued {
+/// After this many barriers (each a round trip through the store's writer, a millisecond
+/// or more) a sequence number still missing from the store is taken as lost and passed
+/// over. It cannot happen while the store works: every number given out is committed
+/// right after routing, with no await in between.
+const MAX_BARRIERS: u32 = 10_000;
+
+/// Reads up to `want` messages of `cell`'s backlog from sequence number `from` on a
+/// blocking thread and moves them into its queue, then wakes its connection. Runs as a
+/// task, one at a time per session (`Backlog::paging`).
+///
+/// A publisher gives a message its sequence number while routing and commits it just
+/// after; the store shows it only once that commit is applied. When the first message to
+/// read is not there yet, this awaits an empty commit, a barrier that resolves once every
+/// commit called before it is applied, and reads again: nothing is skipped, and order is
+/// kept because nothing after a missing message is taken.
+pub(crate) async fn page_in(
+    cell: Arc<crate::session::SessionCell>,
+    store: Arc<dyn midge_store::SessionStore>,
+    generation: u64,
+    from: u64,
+    want: usize,
+) {
+    use crate::session::PageOutcome;
+    let mut barriers = 0u32;
+    loop {
+        let s = store.clone();
+        let client = cell.client_id.clone();
+        let read = tokio::task::spawn_blocking(move || s.read_queue(&client, from, want)).await;
+        let entries = match read {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => return page_failed(&cell, &e.to_string()),
+            Err(e) => return page_failed(&cell, &e.to_string()),
+        };
+        let skip = barriers >= MAX_BARRIERS;
+        let outcome = {
+            let mut st = cell.state.lock();
+            cell.accept_page(&mut st, generation, from, entries, skip)
+        };
+        match outcome {
+            PageOutcome::Accepted(_) | PageOutcome::Stale => {
+                if skip {
+                    tracing::error!(client = %cell.client_id, from, "queued messages missing from the store were passed over");
+                }
+                cell.notify.notify_one();
+                return;
+            }
+            PageOutcome::Missing => {
+                if let Err(e) = store.commit(Vec::new()).await {
+                    return page_failed(&cell, &e.to_string());
+                }
+                barriers += 1;
+            }
+        }
+    }
+}
+
+/// The store could not be read: the queue stays on disk, and the client is disconnected
+/// (0x80) so that it does not wait for messages that cannot come.
+fn page_failed(cell: &crate::session::SessionCell, error: &str) {
+    tracing::error!(client = %cell.client_id, "reading the queue from the store failed: {error}");
+    let mut st = cell.state.lock();
+    st.backlog.paging = false;
+    if let Some(link) = &st.conn {
+        let _ = link.control.send(crate::session::Control::Close(
+            midge_proto::ReasonCode::UNSPECIFIED_ERROR,
+        ));
+    }
+}
+
+pub(crate) fn queued_from_record(q: &midge_store::QueuedMessage) -> crate::session::Queued {
     crate::session::Queued {
         seq: q.seq,
         msg: message_from_record(&q.message, 0),

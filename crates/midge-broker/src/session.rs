@@ -5,6 +5,11 @@
 //! state sits behind its own mutex: the router takes it only to push onto the queue, the
 //! connection only to move queued messages into its write buffer. There is no lock that
 //! all sessions share on the publish path.
+//!
+//! With a store, the QoS 1/2 messages of a persistent session that is offline (or that
+//! still has older messages on disk) are kept in the store only: the session counts them
+//! in its [`Backlog`], and the attached connection pages them back in a window at a time
+//! (`persist::page_in`). See "Bounded memory" in `docs/design/persistence.md`.
 
 use crate::auth::{Authorizer, ClientInfo};
 use crate::message::{Message, SessionId};
@@ -85,12 +90,66 @@ pub struct QueueLimits {
     pub queue_qos0_offline: bool,
 }
 
+/// How many messages a connection pages in from the store at a time; a new page is read
+/// when fewer than half of it are left in memory.
+pub const PAGE: usize = 256;
+
+/// The QoS 1/2 messages of a persistent session that are in the store only.
+///
+/// Every stored message of the session with a sequence number at or after `read_from`
+/// is in the backlog, none of them in `SessionState::queue`; every stored message in the
+/// queue comes before `read_from`. While the backlog is not empty, newly queued QoS 1/2
+/// messages join it (on disk) even for a connected client, so that order is kept.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// How many messages (they count against `max_queued_messages`).
+    pub count: usize,
+    /// Where the next page is read from.
+    pub read_from: u64,
+    /// Sequence numbers from here on were given out by this process: each one's entry is
+    /// in the store once its commit is applied, so a missing one is a commit still under
+    /// way, never a gap. Below it (recovered at start-up) entries may be missing: expired
+    /// ones were removed while loading.
+    pub contiguous_from: u64,
+    /// A page read is under way (one at a time per session).
+    pub paging: bool,
+}
+
+/// The sizes of a session's queue, for tests and `$SYS`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSizes {
+    /// Messages held in memory (`SessionState::queue`).
+    pub in_memory: usize,
+    /// Messages in the store only (the [`Backlog`]).
+    pub in_store: usize,
+    /// Payload bytes of both.
+    pub bytes: usize,
+    /// Outgoing messages waiting for their acknowledgement (in memory).
+    pub inflight: usize,
+}
+
+/// What a page read from the store came to (see [`SessionCell::accept_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOutcome {
+    /// This many messages moved into the queue (at least one).
+    Accepted(usize),
+    /// The first message to read is not readable yet: its commit is still under way.
+    Missing,
+    /// The session changed while reading (discarded, detached, queue released): the
+    /// page was not used.
+    Stale,
+}
+
 /// Everything a session holds.
 #[derive(Debug, Default)]
 pub struct SessionState {
     pub subscriptions: HashMap<ByteStr, StoredSubscription>,
+    /// Messages in memory, oldest first.
     pub queue: VecDeque<Queued>,
+    /// Payload bytes of `queue` and of `backlog`.
     pub queued_bytes: usize,
+    /// QoS 1/2 messages in the store only.
+    pub backlog: Backlog,
     pub inflight: VecDeque<Inflight>,
     pub next_packet_id: u16,
     /// Packet identifiers of QoS 2 messages received and not yet released by PUBREL.
@@ -130,6 +189,11 @@ impl SessionState {
             }
         }
         None
+    }
+
+    /// Messages queued in memory and in the store (what the queue limits count).
+    pub fn queued_len(&self) -> usize {
+        self.queue.len() + self.backlog.count
     }
 
     /// Removes and returns the oldest queued message.
@@ -252,7 +316,11 @@ impl SessionCell {
             }
             st.queued_bytes += msg.payload.len();
             let mut seq = 0;
-            if self.durable && st.persistent && qos != QoS::AtMostOnce {
+            // A session with a backlog stores its QoS 1/2 messages even if it is no longer
+            // persistent (resumed with expiry 0): they must stay behind the backlog.
+            let stored =
+                self.durable && (st.persistent || st.backlog.count > 0) && qos != QoS::AtMostOnce;
+            if stored {
                 st.next_seq = st.next_seq.max(1);
                 seq = st.next_seq;
                 st.next_seq += 1;
@@ -263,6 +331,18 @@ impl SessionCell {
                     retain,
                     subscription_ids: sub_ids.to_vec(),
                 });
+                if !online || st.backlog.count > 0 {
+                    // In the store only: behind the backlog, or the start of one.
+                    if st.backlog.count == 0 {
+                        st.backlog.read_from = seq;
+                    }
+                    st.backlog.count += 1;
+                    drop(st);
+                    if online {
+                        self.notify.notify_one();
+                    }
+                    return status;
+                }
             }
             st.queue.push_back(Queued {
                 seq,
@@ -281,10 +361,97 @@ impl SessionCell {
     /// Whether the queue is at `factor` times its configured bounds.
     fn is_full(&self, st: &SessionState, incoming_bytes: usize, factor: usize) -> bool {
         let count =
-            self.limits.max_messages > 0 && st.queue.len() >= self.limits.max_messages * factor;
+            self.limits.max_messages > 0 && st.queued_len() >= self.limits.max_messages * factor;
         let bytes = self.limits.max_bytes > 0
             && st.queued_bytes + incoming_bytes > self.limits.max_bytes * factor;
         count || bytes
+    }
+
+    /// The sizes of the queue now.
+    pub fn queue_sizes(&self) -> QueueSizes {
+        let st = self.state.lock();
+        QueueSizes {
+            in_memory: st.queue.len(),
+            in_store: st.backlog.count,
+            bytes: st.queued_bytes,
+            inflight: st.inflight.len(),
+        }
+    }
+
+    /// Called when the connection leaves a persistent session: the stored messages of its
+    /// queue are released from memory (they are in the store, or will be once their
+    /// commits are applied) and become the start of the backlog. QoS 0 messages stay.
+    pub fn release_queue_to_store(&self, st: &mut SessionState) {
+        if !self.durable || !(st.persistent || st.backlog.count > 0) {
+            return;
+        }
+        let Some(first) = st.queue.iter().find(|q| q.seq != 0).map(|q| q.seq) else {
+            return;
+        };
+        let before = st.queue.len();
+        st.queue.retain(|q| q.seq == 0);
+        st.backlog.count += before - st.queue.len();
+        st.backlog.read_from = first;
+    }
+
+    /// Moves a page read from the store (`entries`, from sequence number `from`, read
+    /// while the session had `generation`) into the queue. Takes the longest prefix that
+    /// has no missing sequence number at or after `Backlog::contiguous_from`: a missing
+    /// one there belongs to a commit not applied yet, and everything after it waits too.
+    /// With `skip_missing` (the commit never came), missing numbers are passed over.
+    pub fn accept_page(
+        &self,
+        st: &mut SessionState,
+        generation: u64,
+        from: u64,
+        entries: Vec<midge_store::QueuedMessage>,
+        skip_missing: bool,
+    ) -> PageOutcome {
+        if st.generation != generation || st.backlog.read_from != from || st.backlog.count == 0 {
+            st.backlog.paging = false;
+            return PageOutcome::Stale;
+        }
+        let mut expected = from;
+        let mut taken = 0;
+        let mut skipped = 0;
+        for e in entries {
+            // Left over from an earlier session of this client ID: not ours.
+            if e.seq >= st.next_seq || e.seq < expected || taken >= st.backlog.count {
+                break;
+            }
+            let missing_runtime = e
+                .seq
+                .saturating_sub(expected.max(st.backlog.contiguous_from));
+            if missing_runtime > 0 {
+                if !skip_missing {
+                    break;
+                }
+                skipped += missing_runtime as usize;
+            }
+            expected = e.seq + 1;
+            taken += 1;
+            st.queue.push_back(crate::persist::queued_from_record(&e));
+        }
+        if taken == 0 && !skip_missing {
+            return PageOutcome::Missing;
+        }
+        st.backlog.paging = false;
+        st.backlog.count = st.backlog.count.saturating_sub(taken + skipped);
+        st.backlog.read_from = expected;
+        if skip_missing && taken == 0 {
+            // Nothing readable is left: the count was of messages that never arrived.
+            st.backlog.count = 0;
+        }
+        if skip_missing {
+            // The sizes of the messages passed over are unknown: count again.
+            let in_memory: usize = st.queue.iter().map(|q| q.msg.payload.len()).sum();
+            if st.backlog.count == 0 {
+                st.queued_bytes = in_memory;
+            } else {
+                st.queued_bytes = st.queued_bytes.max(in_memory);
+            }
+        }
+        PageOutcome::Accepted(taken)
     }
 
     /// Whether a congested queue is back under its soft limit.
@@ -386,5 +553,155 @@ impl Sessions {
     /// Every session (for `$SYS` counts and shutdown).
     pub fn all(&self) -> Vec<Arc<SessionCell>> {
         self.map.lock().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use midge_store::{MessageRecord, QueueEntry, QueuedMessage};
+
+    fn cell() -> SessionCell {
+        let limits = QueueLimits {
+            max_messages: 0,
+            max_bytes: 0,
+            queue_qos0_offline: false,
+        };
+        SessionCell::new(1, ByteStr::from("c"), limits, Arc::default(), None, true)
+    }
+
+    fn stored(seq: u64) -> QueuedMessage {
+        QueuedMessage {
+            seq,
+            entry: QueueEntry {
+                message_id: seq,
+                qos: 1,
+                retain: false,
+                subscription_ids: Vec::new(),
+                expires_at: None,
+                payload_len: Some(1),
+            },
+            message: Arc::new(MessageRecord {
+                topic: "t".into(),
+                payload: bytes::Bytes::from_static(b"x"),
+                qos: 1,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+            }),
+        }
+    }
+
+    fn backlog(st: &mut SessionState, count: usize, read_from: u64, contiguous_from: u64) {
+        st.next_seq = 100;
+        st.queued_bytes = count;
+        st.backlog = Backlog {
+            count,
+            read_from,
+            contiguous_from,
+            paging: true,
+        };
+    }
+
+    #[test]
+    fn page_stops_before_a_sequence_number_whose_commit_is_not_applied() {
+        let c = cell();
+        let mut st = c.state.lock();
+        backlog(&mut st, 4, 5, 0);
+        let page = vec![stored(5), stored(7), stored(8)];
+        assert_eq!(
+            c.accept_page(&mut st, 0, 5, page, false),
+            PageOutcome::Accepted(1)
+        );
+        assert_eq!((st.backlog.count, st.backlog.read_from), (3, 6));
+        assert!(!st.backlog.paging);
+        st.backlog.paging = true;
+        let page = vec![stored(7), stored(8)];
+        assert_eq!(
+            c.accept_page(&mut st, 0, 6, page, false),
+            PageOutcome::Missing
+        );
+        assert_eq!(st.queue.len(), 1, "nothing taken past a missing message");
+        assert!(st.backlog.paging, "the reader goes on after a barrier");
+    }
+
+    #[test]
+    fn page_passes_over_entries_removed_at_start_up() {
+        let c = cell();
+        let mut st = c.state.lock();
+        // Recovered: seqs below 20 may be missing (expired while the broker was down).
+        backlog(&mut st, 3, 3, 20);
+        let page = vec![stored(4), stored(9), stored(20)];
+        assert_eq!(
+            c.accept_page(&mut st, 0, 3, page, false),
+            PageOutcome::Accepted(3)
+        );
+        assert_eq!((st.backlog.count, st.backlog.read_from), (0, 21));
+        let seqs: Vec<u64> = st.queue.iter().map(|q| q.seq).collect();
+        assert_eq!(seqs, vec![4, 9, 20]);
+    }
+
+    #[test]
+    fn page_read_before_the_session_changed_is_not_used() {
+        let c = cell();
+        let mut st = c.state.lock();
+        backlog(&mut st, 2, 1, 0);
+        st.generation = 2;
+        let page = vec![stored(1), stored(2)];
+        assert_eq!(
+            c.accept_page(&mut st, 1, 1, page, false),
+            PageOutcome::Stale
+        );
+        assert_eq!((st.queue.len(), st.backlog.count), (0, 2));
+        assert!(!st.backlog.paging);
+    }
+
+    #[test]
+    fn offline_session_queues_stored_messages_in_the_store_only() {
+        let c = cell();
+        c.state.lock().persistent = true;
+        let msg = Arc::new(Message {
+            topic: ByteStr::from("t"),
+            payload: bytes::Bytes::from_static(b"abc"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            origin: 0,
+        });
+        let mut durable = Vec::new();
+        for _ in 0..3 {
+            c.enqueue(&msg, QoS::AtLeastOnce, false, SubIds::new(), &mut durable);
+        }
+        c.enqueue(&msg, QoS::AtMostOnce, false, SubIds::new(), &mut durable);
+        assert_eq!(durable.len(), 3);
+        let st = c.state.lock();
+        assert_eq!(st.backlog.count, 3);
+        assert_eq!(st.backlog.read_from, 1);
+        assert!(
+            st.queue.is_empty(),
+            "QoS 0 to an offline session is dropped by default"
+        );
+        assert_eq!(st.queued_bytes, 9);
+    }
+
+    #[test]
+    fn releasing_the_queue_makes_stored_messages_the_start_of_the_backlog() {
+        let c = cell();
+        let mut st = c.state.lock();
+        st.persistent = true;
+        let m = |seq| crate::persist::queued_from_record(&stored(seq));
+        let mut qos0 = m(0);
+        qos0.seq = 0;
+        st.queue.extend([m(4), qos0, m(5)]);
+        st.backlog = Backlog {
+            count: 2,
+            read_from: 6,
+            contiguous_from: 0,
+            paging: false,
+        };
+        c.release_queue_to_store(&mut st);
+        assert_eq!(st.queue.len(), 1, "QoS 0 stays in memory");
+        assert_eq!((st.backlog.count, st.backlog.read_from), (4, 4));
     }
 }

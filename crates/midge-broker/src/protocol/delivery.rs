@@ -4,7 +4,7 @@
 
 use crate::connection::{Conn, HeldAck, ACK_HOLD_MAX, WRITE_HIGH_WATER};
 use crate::router::DeliveryTarget;
-use crate::session::{Inflight, Queued, SessionCell, SessionState, Stage};
+use crate::session::{Inflight, Queued, SessionCell, SessionState, Stage, PAGE};
 use midge_proto::{encoded_len, ByteStr, Packet, Properties, PubResp, Publish, QoS};
 use midge_store::CommitTicket;
 use std::future::Future;
@@ -89,10 +89,34 @@ impl Conn {
             }
         }
         cell.after_drain(&mut st);
+        self.request_page(cell, &mut st);
         drop(st);
         if !ops.is_empty() {
             self.broker.commit_detached(ops);
         }
+    }
+
+    /// Starts reading the next page of the session's backlog from the store when fewer
+    /// than half a page is left in memory. The read runs on a blocking thread
+    /// (`persist::page_in`), so a slow disk never stalls this connection's task or its
+    /// worker thread; when the page is in, the session's `notify` wakes the connection.
+    fn request_page(&self, cell: &Arc<SessionCell>, st: &mut SessionState) {
+        let b = st.backlog;
+        if b.count == 0 || b.paging || st.queue.len() >= PAGE / 2 {
+            return;
+        }
+        let Some(store) = self.broker.store.clone() else {
+            return;
+        };
+        st.backlog.paging = true;
+        let want = (PAGE - st.queue.len()).min(b.count);
+        tokio::spawn(crate::persist::page_in(
+            cell.clone(),
+            store,
+            st.generation,
+            b.read_from,
+            want,
+        ));
     }
 
     /// Acknowledges an inbound QoS 1/2 PUBLISH (PUBACK or PUBREC). When the message was
