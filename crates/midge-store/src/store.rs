@@ -254,39 +254,52 @@ impl<E: Engine> SessionStore for Store<E> {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<QueuedMessage>, StoreError> {
-        let prefix = key::client(client);
-        let mut inflight = std::collections::HashSet::new();
-        let mut bad = None;
-        self.engine
-            .scan(Table::Inflight, &prefix, &prefix, &mut |k, _| {
-                match key::split_client_seq(k) {
-                    Ok((_, seq)) => {
-                        inflight.insert(seq);
-                    }
-                    Err(what) => bad = Some(damaged_key(&self.path, Table::Inflight, k, &what)),
-                }
-                bad.is_none()
-            })
-            .map_err(|e| StoreError::engine(&self.path, e))?;
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Each entry's in-flight marker is looked up by key, not found by scanning the
+        // client's markers: a session that received many messages leaves as many deleted
+        // markers behind, which a prefix scan walks over on every page until compaction.
+        // The lookups run between scans (an engine need not allow reads inside a scan).
+        let prefix = key::client(client);
         let mut entries: Vec<(u64, QueueEntry)> = Vec::new();
-        let start = key::client_seq(client, from_seq);
-        self.engine
-            .scan(Table::Queue, &prefix, &start, &mut |k, v| {
-                let parsed = key::split_client_seq(k)
-                    .and_then(|(_, seq)| QueueEntry::decode(v).map(|entry| (seq, entry)));
-                match parsed {
-                    Ok((seq, entry)) if !inflight.contains(&seq) => entries.push((seq, entry)),
-                    Ok(_) => {}
-                    Err(what) => bad = Some(damaged_key(&self.path, Table::Queue, k, &what)),
+        let mut next = from_seq;
+        loop {
+            let wanted = limit - entries.len();
+            let mut batch: Vec<(u64, QueueEntry)> = Vec::new();
+            let mut bad = None;
+            let start = key::client_seq(client, next);
+            self.engine
+                .scan(Table::Queue, &prefix, &start, &mut |k, v| {
+                    let parsed = key::split_client_seq(k)
+                        .and_then(|(_, seq)| QueueEntry::decode(v).map(|entry| (seq, entry)));
+                    match parsed {
+                        Ok(e) => batch.push(e),
+                        Err(what) => bad = Some(damaged_key(&self.path, Table::Queue, k, &what)),
+                    }
+                    bad.is_none() && batch.len() < wanted
+                })
+                .map_err(|e| StoreError::engine(&self.path, e))?;
+            if let Some(e) = bad {
+                return Err(e);
+            }
+            let complete = batch.len() < wanted;
+            let Some(last) = batch.last().map(|(seq, _)| *seq) else {
+                break;
+            };
+            for (seq, entry) in batch {
+                let marker = self
+                    .engine
+                    .get(Table::Inflight, &key::client_seq(client, seq))
+                    .map_err(|e| StoreError::engine(&self.path, e))?;
+                if marker.is_none() {
+                    entries.push((seq, entry));
                 }
-                bad.is_none() && entries.len() < limit
-            })
-            .map_err(|e| StoreError::engine(&self.path, e))?;
-        if let Some(e) = bad {
-            return Err(e);
+            }
+            if complete || entries.len() >= limit || last == u64::MAX {
+                break;
+            }
+            next = last + 1;
         }
         let mut bodies: HashMap<MessageId, Arc<record::MessageRecord>> = HashMap::new();
         let mut out = Vec::with_capacity(entries.len());
