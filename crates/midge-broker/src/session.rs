@@ -140,6 +140,21 @@ pub enum PageOutcome {
     Stale,
 }
 
+/// The rules that decide which messages a session may receive: those of the listener its
+/// client connected through last (listeners may have their own ACL files).
+#[derive(Clone, Default)]
+pub struct ReadAccess(pub Option<Arc<dyn Authorizer>>);
+
+impl std::fmt::Debug for ReadAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ReadAccess(acl)"
+        } else {
+            "ReadAccess(all)"
+        })
+    }
+}
+
 /// Everything a session holds.
 #[derive(Debug, Default)]
 pub struct SessionState {
@@ -169,6 +184,8 @@ pub struct SessionState {
     pub unsent_resends: usize,
     /// The username of the connection attached last (for read access checks).
     pub username: Option<ByteStr>,
+    /// Read access is checked for every message queued (retained ones included).
+    pub read_access: ReadAccess,
     /// The session outlives its connection and is kept in the store (when there is one).
     pub persistent: bool,
     /// Next sequence number of the durable queue (starts at 1).
@@ -230,8 +247,6 @@ pub struct SessionCell {
     pub room: Notify,
     limits: QueueLimits,
     stats: Arc<Stats>,
-    /// Read access is checked for every message queued (retained ones included).
-    acl: Option<Arc<dyn Authorizer>>,
     /// The broker has a store: persistent sessions number their queued messages.
     durable: bool,
 }
@@ -255,11 +270,13 @@ impl SessionCell {
         durable: bool,
     ) -> Self {
         SessionCell {
-            acl,
             durable,
             id,
             client_id,
-            state: Mutex::new(SessionState::default()),
+            state: Mutex::new(SessionState {
+                read_access: ReadAccess(acl),
+                ..SessionState::default()
+            }),
             notify: Notify::new(),
             detached: Notify::new(),
             room: Notify::new(),
@@ -294,7 +311,7 @@ impl SessionCell {
             if !online && qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
                 return Delivery::Dropped;
             }
-            if let Some(acl) = &self.acl {
+            if let Some(acl) = &st.read_access.0 {
                 let client = ClientInfo {
                     client_id: &self.client_id,
                     username: st.username.as_deref(),
