@@ -5,6 +5,13 @@
 //! synchronous (routing, session updates) and appends replies to the write buffer; the
 //! socket is written once per turn of the loop, so a busy subscriber gets many packets
 //! per system call.
+//!
+//! An idle connection holds no buffer: reads land in a per-thread buffer first and only
+//! the bytes read are copied into the connection's own (so a read buffer exists only
+//! while a packet is partly read or being handled), and the write buffer is given back
+//! once written. The task itself is kept small: the connect phase runs in its own boxed
+//! future, rarely used state is boxed, and one timer serves keep-alive and throttling.
+//! See docs/design/idle-memory.md for the numbers.
 
 use crate::broker::BrokerInner;
 use crate::listener::ClientTransport;
@@ -16,12 +23,18 @@ use bytes::BytesMut;
 use midge_proto::{
     decode, encode, ByteStr, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode,
 };
+use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::Hash;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -33,6 +46,45 @@ pub(crate) const WRITE_HIGH_WATER: usize = 256 * 1024;
 pub(crate) const ACK_HOLD_MAX: Duration = Duration::from_secs(2);
 /// Largest packet the protocol can express: remaining length 268,435,455 + 5 header bytes.
 pub(crate) const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// Size of the per-thread buffer that reads land in, and the least room a partly read
+/// packet's buffer is given for the next read.
+const READ_CHUNK: usize = 4096;
+
+thread_local! {
+    /// Where a connection with no partly read packet reads into (see [`poll_read_into`]).
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// A map that allocates nothing, and takes one pointer in [`Conn`], until its first
+/// insert: topic aliases are used by few clients. (An empty `HashMap` allocates nothing
+/// either, but takes 48 bytes in every connection's task.)
+#[allow(clippy::box_collection)]
+pub(crate) struct LazyMap<K, V>(Option<Box<HashMap<K, V>>>);
+
+impl<K: Eq + Hash, V> LazyMap<K, V> {
+    pub fn new() -> Self {
+        LazyMap(None)
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.0.as_ref()?.get(key)
+    }
+
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.0
+            .get_or_insert_with(Default::default)
+            .insert(key, value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+}
 
 /// Why a connection ends, and so what is sent and whether the will goes.
 #[derive(Debug)]
@@ -64,7 +116,10 @@ pub(crate) struct HeldAck {
     pub ticket: Option<midge_store::CommitTicket>,
 }
 
-/// Per-connection protocol state. The socket itself stays in [`run`].
+/// Congested subscribers a QoS 0 publisher waits for, and until when.
+pub(crate) type ReadPause = (Vec<Arc<dyn DeliveryTarget>>, Instant);
+
+/// Per-connection protocol state. The socket itself stays in [`run_conn`].
 pub(crate) struct Conn {
     pub broker: Arc<BrokerInner>,
     pub peer: SocketAddr,
@@ -74,8 +129,9 @@ pub(crate) struct Conn {
     pub version: ProtocolVersion,
     pub client_id: ByteStr,
     pub username: Option<ByteStr>,
-    /// The TLS client certificate's name when the listener uses it as the username.
-    pub identity: Option<Option<ByteStr>>,
+    /// The TLS client certificate's name when the listener uses it as the username
+    /// (boxed: only TLS listeners set it).
+    pub identity: Option<Box<Option<ByteStr>>>,
     pub session: Option<Arc<SessionCell>>,
     pub keep_alive: Duration,
     /// The client's Receive Maximum (5.0), else 65535.
@@ -84,11 +140,11 @@ pub(crate) struct Conn {
     pub client_max_packet: usize,
     /// The client's Topic Alias Maximum (5.0), else 0.
     pub client_alias_max: u16,
-    pub out_aliases: HashMap<ByteStr, u16>,
-    pub in_aliases: HashMap<u16, ByteStr>,
+    pub out_aliases: LazyMap<ByteStr, u16>,
+    pub in_aliases: LazyMap<u16, ByteStr>,
     /// The will as received; it becomes a `Message` when it is published, so its expiry
-    /// counts from then.
-    pub will: Option<midge_proto::Publish>,
+    /// counts from then. Boxed: most clients have none, and a `Publish` is large.
+    pub will: Option<Box<midge_proto::Publish>>,
     pub will_delay: u32,
     /// Session Expiry Interval from CONNECT was 0 (DISCONNECT may not raise it).
     pub connect_expiry_zero: bool,
@@ -101,33 +157,33 @@ pub(crate) struct Conn {
     /// A store write failed: nothing more can be acknowledged safely.
     pub store_failed: bool,
     /// Congested subscribers of this QoS 0 publisher, and until when to wait for them:
-    /// the connection is not read meanwhile.
-    pub read_pause: Option<(Vec<Arc<dyn DeliveryTarget>>, Instant)>,
+    /// the connection is not read meanwhile. Boxed: rare.
+    pub read_pause: Option<Box<ReadPause>>,
     pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
     /// MQTT 5 enhanced authentication (protocol/auth.rs).
     pub enhanced: EnhancedAuth,
 }
 
 impl Conn {
-    fn new(broker: Arc<BrokerInner>, peer: SocketAddr, allow_anonymous: bool) -> Self {
+    pub(crate) fn new(broker: Arc<BrokerInner>, client: ClientTransport) -> Self {
         let conn_id = broker.next_conn_id();
         Conn {
             broker,
-            peer,
+            peer: client.peer,
             conn_id,
-            allow_anonymous,
+            allow_anonymous: client.allow_anonymous,
             wbuf: BytesMut::new(),
             version: ProtocolVersion::V311,
             client_id: ByteStr::new(),
             username: None,
-            identity: None,
+            identity: client.identity,
             session: None,
             keep_alive: Duration::ZERO,
             client_receive_max: u16::MAX,
             client_max_packet: usize::MAX,
             client_alias_max: 0,
-            out_aliases: HashMap::new(),
-            in_aliases: HashMap::new(),
+            out_aliases: LazyMap::new(),
+            in_aliases: LazyMap::new(),
             will: None,
             will_delay: 0,
             connect_expiry_zero: true,
@@ -231,24 +287,36 @@ impl Conn {
     }
 }
 
-/// Serves one connection until it closes.
+/// Serves one connection until it closes (`Broker::serve_stream`; the listeners build the
+/// [`Conn`] first and call [`run_conn`]).
 pub(crate) async fn run<R, W>(
     broker: Arc<BrokerInner>,
-    mut reader: R,
-    mut writer: W,
+    reader: R,
+    writer: W,
     client: ClientTransport,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut conn = Conn::new(broker.clone(), client.peer, client.allow_anonymous);
-    conn.identity = client.identity;
+    let mut conn = Conn::new(broker, client);
+    run_conn(&mut conn, reader, writer).await;
+}
+
+/// Serves the connection `conn` was made for until it closes.
+pub(crate) async fn run_conn<R, W>(conn: &mut Conn, mut reader: R, mut writer: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut rbuf = BytesMut::new();
-    let close = match connect_phase(&mut conn, &mut reader, &mut writer, &mut rbuf).await {
-        Ok(()) => serve(&mut conn, &mut reader, &mut writer, &mut rbuf).await,
+    // Boxed: the connect phase's state (the CONNECT, authentication, session lookup) is
+    // several times the size of the loop's and is not needed once connected.
+    let connected = Box::pin(connect_phase(conn, &mut reader, &mut writer, &mut rbuf)).await;
+    let close = match connected {
+        Ok(()) => serve(conn, &mut reader, &mut writer, &mut rbuf).await,
         Err(close) => close,
     };
-    finish(&mut conn, &mut writer, close).await;
+    finish(conn, &mut writer, close).await;
 }
 
 /// Everything before the connection is established: CONNECT, the enhanced
@@ -331,7 +399,8 @@ async fn read_before_connack<R: AsyncRead + Unpin>(
                 return Err(conn.refuse(e.reason_code(), &format!("bad packet: {e}")));
             }
         }
-        match tokio::time::timeout_at(deadline, reader.read_buf(rbuf)).await {
+        let read = std::future::poll_fn(|cx| poll_read_into(reader, rbuf, cx));
+        match tokio::time::timeout_at(deadline, read).await {
             Err(_) => {
                 tracing::info!(peer = %conn.peer, "not connected within the connect timeout ({:?}); closing", conn.broker.config.connect_timeout);
                 return Err(Close::PeerGone);
@@ -365,13 +434,16 @@ where
     }
     // 1.5 times the keep-alive [MQTT-3.1.2-24]; zero disables the check.
     let keep_alive = conn.keep_alive + conn.keep_alive / 2;
-    let far = Duration::from_secs(86400 * 365);
-    let ka_sleep = tokio::time::sleep(if keep_alive.is_zero() {
+    let far = Instant::now() + Duration::from_secs(86400 * 365);
+    let mut ka_deadline = if keep_alive.is_zero() {
         far
     } else {
-        keep_alive
-    });
-    tokio::pin!(ka_sleep);
+        Instant::now() + keep_alive
+    };
+    // One timer for the keep-alive and the end of a throttling window. A read only moves
+    // `ka_deadline`; the timer catches up when it fires, so reads touch no timer.
+    let timer = tokio::time::sleep_until(ka_deadline);
+    tokio::pin!(timer);
     let max_in = conn.max_packet_in();
     loop {
         // A client over its publish rate is not read (nor its buffered packets handled)
@@ -389,7 +461,12 @@ where
                     }
                 }
                 Ok(None) => {
-                    reserve_for_next(rbuf);
+                    if rbuf.is_empty() {
+                        // Everything read was handled: let the buffer go (packets still
+                        // referring to it keep their part alive). The next read lands in
+                        // the per-thread buffer.
+                        *rbuf = BytesMut::new();
+                    }
                     break;
                 }
                 Err(e) => {
@@ -403,23 +480,36 @@ where
         if conn.store_failed {
             return Close::Violation(ReasonCode::UNSPECIFIED_ERROR, "store write failed".into());
         }
-        if let Some((targets, deadline)) = &mut conn.read_pause {
+        if let Some(pause) = &mut conn.read_pause {
+            let (targets, deadline) = &mut **pause;
             targets.retain(|t| !t.has_room());
             if targets.is_empty() || *deadline <= Instant::now() {
                 conn.read_pause = None;
             }
         }
+        if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
+            // Nothing to write: give the buffer back.
+            conn.wbuf = BytesMut::new();
+        }
+        let wake_at = conn
+            .throttle_until
+            .map_or(ka_deadline, |t| t.min(ka_deadline));
+        if wake_at < timer.deadline() {
+            timer.as_mut().reset(wake_at);
+        }
         let held = conn.held_ack_wait().or_else(|| {
-            let (targets, deadline) = conn.read_pause.as_ref()?;
+            let (targets, deadline) = &**conn.read_pause.as_ref()?;
             Some((targets.first()?.clone(), *deadline))
         });
         let ticket = conn.held_acks.front_mut().and_then(|h| h.ticket.as_mut());
-        let room = async {
-            if let Some(ticket) = ticket {
-                return Some(ticket.await);
-            }
-            match held {
-                Some((target, deadline)) => {
+        // Waiting for a commit or for a congested subscriber's room is rare; its state is
+        // boxed so that the connection's task does not carry it.
+        let mut room_box = (ticket.is_some() || held.is_some()).then(|| {
+            Box::pin(async move {
+                if let Some(ticket) = ticket {
+                    return Some(ticket.await);
+                }
+                if let Some((target, deadline)) = held {
                     // Enabled before the check, so a wake-up in between is not lost.
                     let notified = target.room().notified();
                     tokio::pin!(notified);
@@ -431,11 +521,15 @@ where
                         }
                     }
                 }
-                None => std::future::pending::<()>().await,
-            }
-            None
-        };
+                None
+            })
+        });
+        let room = std::future::poll_fn(move |cx| match room_box.as_mut() {
+            Some(f) => f.as_mut().poll(cx),
+            None => Poll::Pending,
+        });
         let notified = cell.notify.notified();
+        let read = std::future::poll_fn(|cx| poll_read_into(reader, rbuf, cx));
         tokio::select! {
             biased;
             ctrl = control.recv() => match ctrl {
@@ -449,25 +543,18 @@ where
                 Ok(n) => {
                     conn.broker.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
                     if conn.wbuf.is_empty() {
-                        // Give back the buffer of a connection that is idle again.
-                        if conn.wbuf.capacity() > 64 * 1024 {
-                            conn.wbuf = BytesMut::new();
-                        }
                         let _ = writer.flush().await;
                     }
                 }
             },
-            _ = tokio::time::sleep_until(conn.throttle_until.unwrap_or_else(Instant::now)), if conn.throttle_until.is_some() => {
-                conn.throttle_until = None;
-            }
-            r = reader.read_buf(rbuf), if conn.wbuf.len() < WRITE_HIGH_WATER
+            r = read, if conn.wbuf.len() < WRITE_HIGH_WATER
                 && conn.throttle_until.is_none()
                 && conn.read_pause.is_none() => match r {
                 Ok(0) | Err(_) => return Close::PeerGone,
                 Ok(n) => {
                     conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                     if !keep_alive.is_zero() {
-                        ka_sleep.as_mut().reset(Instant::now() + keep_alive);
+                        ka_deadline = Instant::now() + keep_alive;
                     }
                 }
             },
@@ -485,19 +572,60 @@ where
                     }
                 }
             }
-            _ = &mut ka_sleep, if !keep_alive.is_zero() => {
-                tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
-                return Close::KeepAliveTimeout;
+            _ = &mut timer => {
+                let now = Instant::now();
+                if now >= ka_deadline {
+                    tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
+                    return Close::KeepAliveTimeout;
+                }
+                if conn.throttle_until.is_some_and(|t| t <= now) {
+                    conn.throttle_until = None;
+                }
+                timer.as_mut().reset(ka_deadline);
             }
         }
     }
+}
+
+/// Reads what the socket has into `rbuf`; `Ok(0)` is the end of the stream.
+///
+/// With a packet partly read, the read goes straight into `rbuf`, made room for the rest
+/// of it. Otherwise it lands in the thread's buffer and only the bytes read are copied
+/// into `rbuf`: a connection waiting for its next packet holds no buffer.
+fn poll_read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if rbuf.is_empty() {
+        let scratch = READ_SCRATCH.with(|cell| {
+            let Ok(mut buf) = cell.try_borrow_mut() else {
+                return None;
+            };
+            let mut rb = ReadBuf::new(&mut buf);
+            Some(match Pin::new(&mut *reader).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    rbuf.extend_from_slice(rb.filled());
+                    Poll::Ready(Ok(rb.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            })
+        });
+        if let Some(polled) = scratch {
+            return polled;
+        }
+    }
+    reserve_for_next(rbuf);
+    let read = reader.read_buf(rbuf);
+    tokio::pin!(read);
+    read.poll(cx)
 }
 
 /// Makes room for the rest of a partly read packet in one allocation (its size was
 /// already checked against the maximum by the decoder), and for reads of at least
 /// `READ_CHUNK` bytes so a stream of small packets needs few system calls.
 fn reserve_for_next(rbuf: &mut BytesMut) {
-    const READ_CHUNK: usize = 4096;
     let wanted = match midge_proto::decode_fixed_header(rbuf) {
         Ok(Some(h)) => (h.header_len + h.remaining_len).saturating_sub(rbuf.len()),
         _ => 0,
@@ -537,7 +665,7 @@ async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: C
         let will = match conn.will.take() {
             Some(w) if will_goes => {
                 let topic = w.topic.clone();
-                Some(Message::from_publish(w, topic, cell.id, publish_at))
+                Some(Message::from_publish(*w, topic, cell.id, publish_at))
             }
             _ => None,
         };

@@ -28,8 +28,9 @@ pub(crate) enum EnhancedAuth {
     Unused,
     /// An exchange is under way.
     Pending(Box<PendingAuth>),
-    /// Authenticated; before CONNACK, `server_final` is the Authentication Data it carries.
-    Done { server_final: Option<Bytes> },
+    /// Authenticated; before CONNACK, `server_final` is the Authentication Data it carries
+    /// (boxed, to keep this enum, which every connection holds, small).
+    Done { server_final: Option<Box<Bytes>> },
 }
 
 impl Conn {
@@ -86,7 +87,7 @@ impl Conn {
             Ok(success) => {
                 self.username = Some(ByteStr::from(success.username));
                 self.enhanced = EnhancedAuth::Done {
-                    server_final: Some(success.server_final.into()),
+                    server_final: Some(Box::new(success.server_final.into())),
                 };
                 Ok(())
             }
@@ -196,7 +197,7 @@ impl Conn {
     pub(crate) fn connack_auth_properties(&mut self, props: &mut Properties) {
         if let EnhancedAuth::Done { server_final } = &mut self.enhanced {
             props.authentication_method = Some(ByteStr::from_static(METHOD));
-            props.authentication_data = server_final.take();
+            props.authentication_data = server_final.take().map(|data| *data);
         }
     }
 }

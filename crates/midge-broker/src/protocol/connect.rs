@@ -208,7 +208,7 @@ impl Conn {
                 properties: props,
                 payload: w.payload,
             };
-            self.will = Some(publish);
+            self.will = Some(Box::new(publish));
         }
 
         // CONNACK properties the client needs to know [MQTT-3.2.2-*].
@@ -362,8 +362,8 @@ impl Conn {
     /// 0x86 (5.0) or "not authorised" (3.1.1, as Mosquitto answers).
     async fn authenticate(&mut self, c: &Connect) -> Result<(), Close> {
         // use_identity_as_username: the certificate names the client; no password check.
-        if let Some(identity) = self.identity.clone() {
-            self.username = identity;
+        if let Some(identity) = self.identity.take() {
+            self.username = *identity;
             return match (&self.username, self.allow_anonymous) {
                 (Some(_), _) | (None, true) => Ok(()),
                 (None, false) => Err(self.refuse(

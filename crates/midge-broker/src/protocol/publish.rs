@@ -169,8 +169,10 @@ impl Conn {
                         .stats
                         .publish_paced
                         .fetch_add(1, Ordering::Relaxed);
-                    self.read_pause =
-                        Some((targets, Instant::now() + crate::connection::ACK_HOLD_MAX));
+                    self.read_pause = Some(Box::new((
+                        targets,
+                        Instant::now() + crate::connection::ACK_HOLD_MAX,
+                    )));
                 }
             }
             QoS::AtLeastOnce => {
