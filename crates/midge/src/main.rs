@@ -193,6 +193,12 @@ fn ipv6_loopback_available() -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = build_config(&cli)?;
+    // Every connection is an open file: take the hard limit, so that the soft one (often
+    // 1,024) does not cap the connections below what the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("open files limit: {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
