@@ -126,6 +126,9 @@ pub(crate) struct Conn {
     pub conn_id: u64,
     pub allow_anonymous: bool,
     pub wbuf: BytesMut,
+    /// Length of the last batch written: a write buffer made after the last one was given
+    /// back starts that large, so a busy subscriber's is not regrown for every batch.
+    pub wbuf_last: u32,
     pub version: ProtocolVersion,
     pub client_id: ByteStr,
     pub username: Option<ByteStr>,
@@ -173,6 +176,7 @@ impl Conn {
             conn_id,
             allow_anonymous: client.allow_anonymous,
             wbuf: BytesMut::new(),
+            wbuf_last: 0,
             version: ProtocolVersion::V311,
             client_id: ByteStr::new(),
             username: None,
@@ -208,6 +212,9 @@ impl Conn {
 
     /// Appends a packet to the write buffer.
     pub fn send(&mut self, packet: &Packet) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf.reserve(self.wbuf_last as usize);
+        }
         encode(packet, self.version, &mut self.wbuf);
         self.broker
             .stats
@@ -490,6 +497,8 @@ where
         if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
             // Nothing to write: give the buffer back.
             conn.wbuf = BytesMut::new();
+        } else if !conn.wbuf.is_empty() {
+            conn.wbuf_last = conn.wbuf.len().min(WRITE_HIGH_WATER) as u32;
         }
         let wake_at = conn
             .throttle_until
