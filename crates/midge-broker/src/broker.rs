@@ -4,7 +4,7 @@ use crate::auth::scram::ScramFile;
 use crate::auth::{
     AclFile, AuthFileError, Authenticator, Authorizer, LoadFile, PasswordFile, Reloadable,
 };
-use crate::config::Config;
+use crate::config::{Config, ListenerSecurity};
 use crate::message::{Message, SessionId};
 use crate::persist;
 use crate::retained::RetainedTree;
@@ -37,8 +37,6 @@ pub enum StartError {
         addr: SocketAddr,
         error: crate::tls::TlsError,
     },
-    #[error("listener {addr}: its own password_file/acl_file (per_listener_settings) is not supported yet")]
-    PerListenerSecurity { addr: SocketAddr },
     #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
@@ -65,6 +63,18 @@ impl Security {
             passwords,
             acl,
             scram,
+        })
+    }
+
+    /// A listener's own password and ACL files, with the broker-wide SCRAM credentials.
+    pub fn load_listener(
+        files: &ListenerSecurity,
+        broker_wide: &Security,
+    ) -> Result<Security, AuthFileError> {
+        Ok(Security {
+            passwords: open_security_file(&files.password_file, PasswordFile::warnings)?,
+            acl: open_security_file(&files.acl_file, AclFile::warnings)?,
+            scram: broker_wide.scram.clone(),
         })
     }
 
@@ -120,7 +130,11 @@ fn open_security_file<T: LoadFile>(
 /// State shared by every task of one broker.
 pub struct BrokerInner {
     pub config: Config,
+    /// The broker-wide security files.
     pub security: Security,
+    /// Per listener (same order as `config.listeners`): its own files, or a clone of
+    /// `security`.
+    pub listener_security: Vec<Security>,
     /// Durable state, when persistence is on.
     pub store: Option<Arc<dyn SessionStore>>,
     pub router: Router,
@@ -140,12 +154,14 @@ impl BrokerInner {
     pub fn new(
         config: Config,
         security: Security,
+        listener_security: Vec<Security>,
         store: Option<Arc<dyn SessionStore>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         BrokerInner {
             config,
             security,
+            listener_security,
             store,
             router: Router::new(),
             retained: RwLock::new(RetainedTree::new()),
@@ -157,6 +173,26 @@ impl BrokerInner {
             live_connections: AtomicUsize::new(0),
             connections_gone: Notify::new(),
             auth_failures: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The security files of listener `index` (`None`: a connection served in process,
+    /// through `Broker::serve_stream`, uses the broker-wide files).
+    pub fn security_of(&self, listener: Option<usize>) -> &Security {
+        listener
+            .and_then(|i| self.listener_security.get(i))
+            .unwrap_or(&self.security)
+    }
+
+    /// Who may receive what in a session recovered from the store, before its client
+    /// reconnects through some listener: the broker-wide ACL, unless listeners have their
+    /// own files, in which case nothing (as Mosquitto with `per_listener_settings`, which
+    /// cannot tell either): queued messages keep arriving once the client is back.
+    pub fn recovered_read_access(&self) -> Option<Arc<dyn Authorizer>> {
+        if self.config.listeners.iter().any(|l| l.security.is_some()) {
+            Some(Arc::new(crate::auth::DenyAll))
+        } else {
+            self.security.authorizer()
         }
     }
 
@@ -538,11 +574,14 @@ impl Broker {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let listeners = config.listeners.clone();
         let sys_interval = config.sys_interval;
-        if let Some(l) = listeners.iter().find(|l| l.security.is_some()) {
-            // Refused rather than ignored until the connection code applies them.
-            return Err(StartError::PerListenerSecurity { addr: l.bind });
-        }
         let security = Security::load(&config)?;
+        let listener_security = listeners
+            .iter()
+            .map(|l| match &l.security {
+                Some(files) => Security::load_listener(files, &security),
+                None => Ok(security.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (store, recovered) = match &config.persistence {
             Some(p) => {
                 let (store, recovered) = open_store(p).await?;
@@ -553,6 +592,7 @@ impl Broker {
         let inner = Arc::new(BrokerInner::new(
             config,
             security,
+            listener_security,
             store.clone(),
             shutdown_rx,
         ));
@@ -574,7 +614,7 @@ impl Broker {
         }
         let mut bound = Vec::new();
         let mut tls_listeners = Vec::new();
-        for l in &listeners {
+        for (index, l) in listeners.iter().enumerate() {
             let tls = match &l.tls {
                 Some(settings) => {
                     let t =
@@ -597,7 +637,7 @@ impl Broker {
             if let Some(t) = &tls {
                 tls_listeners.push((addr, t.clone()));
             }
-            bound.push((socket, addr, l.clone(), tls));
+            bound.push((socket, addr, (index, l.clone()), tls));
         }
         let mut local_addrs = Vec::new();
         for (socket, addr, l, tls) in bound {
@@ -606,7 +646,13 @@ impl Broker {
                 if tls.is_some() { " (TLS)" } else { "" }
             );
             local_addrs.push(addr);
-            tokio::spawn(crate::listener::accept_loop(inner.clone(), socket, l, tls));
+            tokio::spawn(crate::listener::accept_loop(
+                inner.clone(),
+                socket,
+                l.1,
+                l.0,
+                tls,
+            ));
         }
         if !sys_interval.is_zero() {
             tokio::spawn(crate::sys::run(Arc::downgrade(&inner), sys_interval));
@@ -640,6 +686,7 @@ impl Broker {
         }
         let (reader, writer) = tokio::io::split(stream);
         let client = crate::listener::ClientTransport {
+            listener: None,
             peer,
             allow_anonymous,
             identity: None,
@@ -653,6 +700,22 @@ impl Broker {
     /// connections are not dropped.
     pub fn reload_security(&self) {
         self.inner.security.reload();
+        let own = self
+            .inner
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.security.is_some());
+        for (own, security) in own.zip(&self.inner.listener_security) {
+            if own {
+                // The SCRAM file is the broker-wide one, reloaded above.
+                let files = Security {
+                    scram: None,
+                    ..security.clone()
+                };
+                files.reload();
+            }
+        }
         for (addr, t) in &self.tls_listeners {
             match t.reload() {
                 Ok(()) => tracing::info!("reloaded TLS certificates of {addr}"),

@@ -125,6 +125,8 @@ pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub conn_id: u64,
     pub allow_anonymous: bool,
+    /// The listener it came through (`BrokerInner::security_of`).
+    pub listener: Option<u16>,
     pub wbuf: BytesMut,
     /// Length of the last batch written: a write buffer made after the last one was given
     /// back starts that large, so a busy subscriber's is not regrown for every batch.
@@ -168,6 +170,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The password, ACL and SCRAM files of this connection's listener.
+    pub(crate) fn security(&self) -> &crate::broker::Security {
+        self.broker.security_of(self.listener.map(usize::from))
+    }
+
     pub(crate) fn new(broker: Arc<BrokerInner>, client: ClientTransport) -> Self {
         let conn_id = broker.next_conn_id();
         Conn {
@@ -175,6 +182,7 @@ impl Conn {
             peer: client.peer,
             conn_id,
             allow_anonymous: client.allow_anonymous,
+            listener: client.listener,
             wbuf: BytesMut::new(),
             wbuf_last: 0,
             version: ProtocolVersion::V311,

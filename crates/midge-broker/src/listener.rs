@@ -30,6 +30,7 @@ pub async fn accept_loop(
     broker: Arc<BrokerInner>,
     listener: TcpListener,
     config: ListenerConfig,
+    index: usize,
     tls: Option<Arc<TlsListener>>,
 ) {
     let per_listener = Arc::new(AtomicUsize::new(0));
@@ -75,6 +76,7 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let live = Counted(broker.clone(), per_listener.clone());
         let client = ClientTransport {
+            listener: u16::try_from(index).ok(),
             peer,
             allow_anonymous: config.allow_anonymous,
             identity: None,
@@ -191,6 +193,9 @@ impl ConnectionRate {
 
 /// What the transport tells the connection about its client.
 pub(crate) struct ClientTransport {
+    /// Index of the listener in the configuration (its security files); `None` for a
+    /// connection served in process.
+    pub listener: Option<u16>,
     pub peer: SocketAddr,
     pub allow_anonymous: bool,
     /// With `use_identity_as_username`: `Some(cn)` from the client certificate (`Some(None)`
@@ -223,6 +228,7 @@ mod tests {
             .expect("connect");
         let peer = stream.local_addr().expect("peer");
         let client = ClientTransport {
+            listener: None,
             peer,
             allow_anonymous: true,
             identity: None,

@@ -123,7 +123,7 @@ pub fn recover(
             client.clone(),
             limits,
             broker.stats.clone(),
-            broker.security.authorizer(),
+            broker.recovered_read_access(),
             true,
         );
         let expiry = rs

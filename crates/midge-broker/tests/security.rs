@@ -815,3 +815,118 @@ async fn anonymous_access_is_per_listener_and_bad_passwords_are_refused_on_each(
         }
     }
 }
+
+/// Listeners with their own password and ACL files (Mosquitto's `per_listener_settings
+/// true` with `password_file`/`acl_file` in each listener section): a user of one
+/// listener's file cannot log in on the other; each listener's ACL decides what its clients
+/// may publish, subscribe to and receive, and a session that reconnects through the other
+/// listener gets that listener's rules; SIGHUP-style reload reloads each listener's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_with_their_own_password_and_acl_files() {
+    let dir = TempDir::new("per-listener");
+    let pw_a = password_file(&dir, &[("alice", "wonderland")]);
+    let pw_b = dir.path("passwd-b");
+    mosquitto_passwd(&pw_b, true, "bob", "builder");
+    mosquitto_passwd(&pw_b, false, "alice", "wonderland");
+    let acl_a = dir.path("acl-a");
+    std::fs::write(&acl_a, "user alice\ntopic readwrite a/#\n").expect("acl a");
+    let acl_b = dir.path("acl-b");
+    std::fs::write(
+        &acl_b,
+        "user alice\ntopic read b/#\nuser bob\ntopic write b/#\n",
+    )
+    .expect("acl b");
+    let files = |password_file, acl_file| {
+        Some(midge_broker::ListenerSecurity {
+            password_file: Some(password_file),
+            acl_file: Some(acl_file),
+        })
+    };
+    let b = TestBroker::start_with(|c| {
+        c.auth_failures_before_delay = 0;
+        c.listeners[0].allow_anonymous = false;
+        c.listeners[0].security = files(pw_a.clone(), acl_a.clone());
+        let mut second =
+            midge_broker::ListenerConfig::tcp("127.0.0.1:0".parse().expect("address"), false);
+        second.security = files(pw_b.clone(), acl_b.clone());
+        c.listeners.push(second);
+    })
+    .await;
+    let addrs = b.broker.as_ref().expect("running").local_addrs().to_vec();
+    let (la, lb) = (addrs[0], addrs[1]);
+    let connect = |addr, id: &'static str, user: &'static str, pass: &'static str| async move {
+        TestClient::connect(addr, V5, |c| {
+            c.client_id = ByteStr::from(id);
+            c.clean_start = false;
+            c.properties.session_expiry_interval = Some(300);
+            c.username = Some(ByteStr::from(user));
+            c.password = Some(bytes::Bytes::from_static(pass.as_bytes()));
+        })
+        .await
+    };
+
+    // bob is only in listener B's password file.
+    let (_, ack) = connect(la, "bob-a", "bob", "builder").await;
+    assert_eq!(ack.reason_code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let (mut bob, ack) = connect(lb, "bob-b", "bob", "builder").await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+
+    // On A, alice has a/# and nothing of b/#.
+    let (mut alice, ack) = connect(la, "alice", "alice", "wonderland").await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(
+        alice
+            .publish("b/x", "no", QoS::AtLeastOnce)
+            .await
+            .map(|r| r.reason_code),
+        Some(ReasonCode::NOT_AUTHORIZED)
+    );
+    let sub = alice
+        .subscribe_with(
+            &[
+                ("a/#", common::opts(QoS::AtLeastOnce)),
+                ("b/#", common::opts(QoS::AtLeastOnce)),
+            ],
+            midge_proto::Properties::default(),
+        )
+        .await;
+    assert_eq!(
+        sub.reason_codes,
+        vec![ReasonCode::GRANTED_QOS_1, ReasonCode::NOT_AUTHORIZED]
+    );
+    alice.disconnect().await;
+
+    // Back through B: B's ACL lets her read b/# (and not a/#); her session's read access
+    // follows the listener.
+    let (mut alice, ack) = connect(lb, "alice", "alice", "wonderland").await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert!(ack.session_present);
+    let sub = alice
+        .subscribe_with(
+            &[("b/#", common::opts(QoS::AtLeastOnce))],
+            midge_proto::Properties::default(),
+        )
+        .await;
+    assert_eq!(sub.reason_codes, vec![ReasonCode::GRANTED_QOS_1]);
+    assert_eq!(
+        bob.publish("b/news", "for alice", QoS::AtLeastOnce)
+            .await
+            .map(|r| r.reason_code),
+        Some(ReasonCode::SUCCESS)
+    );
+    assert_eq!(common::text(&alice.recv_publish_acked().await), "for alice");
+    // The a/# subscription made through A stays, but B's rules do not let her read it.
+    let (mut writer, ack) = connect(la, "alice-w", "alice", "wonderland").await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    writer
+        .publish("a/secret", "not via B", QoS::AtLeastOnce)
+        .await;
+    alice.ping().await;
+    alice.assert_no_publish().await;
+
+    // Reload reads each listener's own files again.
+    mosquitto_passwd(&pw_a, false, "carol", "secret");
+    b.broker.as_ref().expect("running").reload_security();
+    let (_, ack) = connect(la, "carol", "carol", "secret").await;
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+}

@@ -281,6 +281,23 @@ impl Authorizer for AllowAll {
     }
 }
 
+/// Allows nothing: read access of a session whose listener is not known yet (see
+/// `BrokerInner::recovered_read_access`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenyAll;
+
+impl Authorizer for DenyAll {
+    fn can_publish(&self, _: &ClientInfo<'_>, _: &str) -> bool {
+        false
+    }
+    fn can_subscribe(&self, _: &ClientInfo<'_>, _: &str) -> bool {
+        false
+    }
+    fn can_receive(&self, _: &ClientInfo<'_>, _: &str) -> bool {
+        false
+    }
+}
+
 impl RuleSet {
     fn add(&mut self, access: Access, rule: Rule) {
         match access {

@@ -9,7 +9,7 @@ pub mod acl;
 pub mod password;
 pub mod scram;
 
-pub use acl::{AclFile, AllowAll, ClientInfo, SubscribeCheck};
+pub use acl::{AclFile, AllowAll, ClientInfo, DenyAll, SubscribeCheck};
 pub use password::{HashKind, PasswordFile, PasswordHash};
 
 use parking_lot::RwLock;

@@ -41,7 +41,7 @@ impl Conn {
         // Named in log lines from here on (handle_connect checks it afterwards).
         self.client_id = c.client_id.clone();
         let method = c.properties.authentication_method.as_deref().unwrap_or("");
-        let scram = self.broker.security.scram.clone();
+        let scram = self.security().scram.clone();
         let Some(source) = scram.filter(|_| method == METHOD) else {
             return Err(self.refuse(
                 ReasonCode::BAD_AUTHENTICATION_METHOD,
@@ -117,7 +117,7 @@ impl Conn {
         let data = a.properties.authentication_data.as_deref().unwrap_or(&[]);
         match (std::mem::take(&mut self.enhanced), a.reason_code) {
             (EnhancedAuth::Done { .. }, ReasonCode::RE_AUTHENTICATE) => {
-                let Some(source) = self.broker.security.scram.clone() else {
+                let Some(source) = self.security().scram.clone() else {
                     return Err(Close::Violation(
                         ReasonCode::NOT_AUTHORIZED,
                         "SCRAM credentials are no longer configured".into(),

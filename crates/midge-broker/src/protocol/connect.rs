@@ -3,7 +3,7 @@
 use crate::auth::{AuthResult, ClientInfo};
 use crate::connection::{Close, Conn};
 use crate::protocol::auth::EnhancedAuth;
-use crate::session::{ConnLink, Control, QueueLimits, SessionCell};
+use crate::session::{ConnLink, Control, QueueLimits, ReadAccess, SessionCell};
 use midge_proto::{
     ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, Publish,
     ReasonCode,
@@ -185,7 +185,7 @@ impl Conn {
             }
         }
 
-        if let (Some(w), Some(acl)) = (&c.will, self.broker.security.authorizer()) {
+        if let (Some(w), Some(acl)) = (&c.will, self.security().authorizer()) {
             if !acl.can_publish(&self.client_info(), &w.topic) {
                 return Err(
                     self.refuse(ReasonCode::NOT_AUTHORIZED, "the ACL denies the will topic")
@@ -297,7 +297,7 @@ impl Conn {
                         self.client_id.clone(),
                         limits,
                         self.broker.stats.clone(),
-                        self.broker.security.authorizer(),
+                        self.security().authorizer(),
                         self.broker.store.is_some(),
                     );
                     if let Some(replaced) = replaced {
@@ -316,6 +316,8 @@ impl Conn {
                 }
                 st.conn = link.take();
                 st.username = self.username.clone();
+                // This listener's ACL decides what the session receives from now on.
+                st.read_access = ReadAccess(self.security().authorizer());
                 st.generation += 1;
                 st.expiry = expiry;
                 // Reconnecting in time cancels a delayed will [MQTT-3.1.3-9].
@@ -373,7 +375,7 @@ impl Conn {
             };
         }
         self.username = c.username.clone();
-        let result = match self.broker.security.authenticator() {
+        let result = match self.security().authenticator() {
             Some(auth) => {
                 let username = c.username.clone();
                 let password = c.password.clone();

@@ -90,8 +90,7 @@ impl Conn {
         // the message is dropped; 5.0 publishers are told 0x87.
         let denied = topic.starts_with("$SYS")
             || self
-                .broker
-                .security
+                .security()
                 .acl
                 .as_ref()
                 .is_some_and(|acl| !acl.can_publish(&self.client_info(), &topic));

@@ -56,7 +56,7 @@ impl Conn {
                 });
                 continue;
             }
-            if let Some(acl) = &self.broker.security.acl {
+            if let Some(acl) = &self.security().acl {
                 if !acl.can_subscribe(&self.client_info(), acl_filter) {
                     tracing::info!(client = %self.client_id, %filter, "subscription denied by the ACL");
                     codes.push(if v5 {
