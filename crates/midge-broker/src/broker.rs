@@ -13,7 +13,7 @@ use crate::session::SessionState;
 use crate::session::{SessionCell, Sessions};
 use crate::sys::Stats;
 use crate::tls::TlsListener;
-use midge_proto::{topic, ByteStr, Properties, QoS};
+use midge_proto::{topic, ByteStr, Properties, QoS, ReasonCode};
 use midge_store::{CommitTicket, Op, SessionRecord, SessionStore, WillRecord};
 use parking_lot::RwLock;
 use std::net::SocketAddr;
@@ -380,6 +380,13 @@ impl BrokerInner {
     pub fn discard_session(&self, cell: &Arc<SessionCell>) {
         let (subs, will) = {
             let mut st = cell.state.lock();
+            // A connection that attached to it after its replacement was decided is told
+            // to go (it would otherwise serve a session no longer in the registry).
+            if let Some(link) = &st.conn {
+                let _ = link.control.send(crate::session::Control::Close(
+                    ReasonCode::SESSION_TAKEN_OVER,
+                ));
+            }
             st.generation += 1;
             st.queue.clear();
             st.queued_bytes = 0;

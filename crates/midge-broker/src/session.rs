@@ -547,6 +547,42 @@ impl Sessions {
         (cell, old)
     }
 
+    /// Makes a new session for `client_id` if the registry still holds `expected` for it
+    /// (`None`: no session), atomically; `None` when another connection changed it in
+    /// between (the caller looks again). Two connections can thus never both replace
+    /// the same session and leave one of them attached to an orphan.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_replacing(
+        &self,
+        client_id: ByteStr,
+        expected: Option<&Arc<SessionCell>>,
+        limits: QueueLimits,
+        stats: Arc<Stats>,
+        acl: Option<Arc<dyn Authorizer>>,
+        durable: bool,
+    ) -> Option<Arc<SessionCell>> {
+        let mut map = self.map.lock();
+        let unchanged = match (map.get(&client_id), expected) {
+            (None, None) => true,
+            (Some(current), Some(expected)) => Arc::ptr_eq(current, expected),
+            _ => false,
+        };
+        if !unchanged {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let cell = Arc::new(SessionCell::new(
+            id,
+            client_id.clone(),
+            limits,
+            stats,
+            acl,
+            durable,
+        ));
+        map.insert(client_id, cell.clone());
+        Some(cell)
+    }
+
     /// Removes the session if the registry still holds this very one.
     pub fn remove_if_same(&self, cell: &Arc<SessionCell>) -> bool {
         let mut map = self.map.lock();

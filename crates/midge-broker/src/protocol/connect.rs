@@ -264,7 +264,11 @@ impl Conn {
             conn_id: self.conn_id,
             control: tx,
         });
-        for _attempt in 0..5 {
+        // Each failed attempt means another connection attached in between, which the next
+        // attempt takes over in turn: a crowd of connections with one client ID gets through
+        // one by one. Only a storm that lasts longer than this is answered Server busy.
+        let give_up = tokio::time::Instant::now() + TAKEOVER_WAIT * 2;
+        while tokio::time::Instant::now() < give_up {
             // Take over a connected session: the old connection closes (5.0: DISCONNECT
             // 0x8E) and detaches before we go on [MQTT-3.1.4-3].
             if let Some(old) = self.broker.sessions.get(&self.client_id) {
@@ -285,25 +289,25 @@ impl Conn {
             let (cell, present) = match existing {
                 Some(cell) if !clean_start => (cell, true),
                 other => {
-                    if let Some(old) = other {
-                        self.broker.discard_session(&old);
-                    }
                     let limits = QueueLimits {
                         max_messages: self.broker.config.max_queued_messages,
                         max_bytes: self.broker.config.max_queued_bytes,
                         queue_qos0_offline: self.broker.config.queue_qos0_messages,
                     };
-                    let (cell, replaced) = self.broker.sessions.create(
+                    let Some(cell) = self.broker.sessions.create_replacing(
                         self.client_id.clone(),
+                        other.as_ref(),
                         limits,
                         self.broker.stats.clone(),
                         self.security().authorizer(),
                         self.broker.store.is_some(),
-                    );
-                    if let Some(replaced) = replaced {
-                        if !Arc::ptr_eq(&replaced, &cell) {
-                            self.broker.discard_session(&replaced);
-                        }
+                    ) else {
+                        // Another connection created or replaced the session meanwhile.
+                        tokio::task::yield_now().await;
+                        continue;
+                    };
+                    if let Some(old) = other {
+                        self.broker.discard_session(&old);
                     }
                     (cell, false)
                 }

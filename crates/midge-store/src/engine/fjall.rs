@@ -210,6 +210,14 @@ impl Engine for FjallEngine {
     }
 
     fn close(&self) -> Result<(), EngineError> {
+        if !self.dir.join("version").exists() {
+            // The directory was removed while open: fjall's flush would wait forever for
+            // files it cannot write. Nothing left to keep.
+            return Err(EngineError::Io(format!(
+                "{}: the data directory disappeared while the store was open",
+                self.dir.display()
+            )));
+        }
         self.sync()?;
         // Without this the next open replays the whole journal into memory.
         self.flush_tables()
