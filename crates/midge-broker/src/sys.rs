@@ -96,6 +96,26 @@ pub fn snapshot(broker: &BrokerInner) -> Vec<(&'static str, String)> {
             get(&s.messages_dropped).to_string(),
         ),
         (
+            "$SYS/broker/publish/messages/throttled",
+            get(&s.publish_throttled).to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/paced",
+            get(&s.publish_paced).to_string(),
+        ),
+        (
+            "$SYS/broker/connections/refused",
+            get(&s.connections_refused).to_string(),
+        ),
+        (
+            "$SYS/broker/subscriptions/refused",
+            get(&s.subscriptions_refused).to_string(),
+        ),
+        (
+            "$SYS/broker/clients/auth_failures",
+            get(&s.auth_failures).to_string(),
+        ),
+        (
             "$SYS/broker/bytes/received",
             get(&s.bytes_received).to_string(),
         ),
