@@ -83,6 +83,12 @@ pub struct TlsSettings {
     pub use_identity_as_username: bool,
     /// Lowest TLS version accepted (`tls_version tlsv1.2` or `tlsv1.3`).
     pub min_version: TlsVersion,
+    /// TLS 1.2 cipher suites, an OpenSSL-style list (`ciphers`), e.g.
+    /// `ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384`; `None`: all that rustls
+    /// offers. See `tls::cipher_suites` for the names understood.
+    pub ciphers: Option<String>,
+    /// TLS 1.3 cipher suites (`ciphers_tls1.3`), e.g. `TLS_AES_256_GCM_SHA384`; `None`: all.
+    pub ciphers_tls13: Option<String>,
 }
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -103,9 +103,130 @@ fn load_roots(settings: &TlsSettings) -> Result<Option<RootCertStore>, TlsError>
     Ok(Some(roots))
 }
 
+/// TLS 1.2 suites by their OpenSSL names (what Mosquitto's `ciphers` takes); rustls offers
+/// only these (ECDHE with AEAD).
+const TLS12_SUITES: &[(&str, rustls::CipherSuite)] = &[
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// TLS 1.3 suites by their IANA names (what Mosquitto's `ciphers_tls1.3` takes).
+const TLS13_SUITES: &[(&str, rustls::CipherSuite)] = &[
+    (
+        "TLS_AES_128_GCM_SHA256",
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_AES_256_GCM_SHA384",
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// Reads a cipher list: names separated by `:`, `,` or spaces, as OpenSSL does. The
+/// keywords `ALL`, `DEFAULT` and `HIGH` stand for every suite rustls offers (all of them
+/// are "high"); `!NAME` or `-NAME` takes a suite out. A name that is not one of the suites
+/// rustls offers is an error: ignoring it could leave a suite on that the list meant to
+/// remove, or none of those it asked for.
+fn select_suites(
+    list: &str,
+    known: &[(&str, rustls::CipherSuite)],
+    key: &str,
+) -> Result<Vec<rustls::CipherSuite>, TlsError> {
+    let mut chosen: Vec<rustls::CipherSuite> = Vec::new();
+    for word in list
+        .split([':', ',', ' '])
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+    {
+        let (remove, name) = match word.strip_prefix(['!', '-']) {
+            Some(name) => (true, name),
+            None => (false, word.strip_prefix('+').unwrap_or(word)),
+        };
+        let suites: Vec<rustls::CipherSuite> = match name {
+            "ALL" | "DEFAULT" | "HIGH" => known.iter().map(|(_, s)| *s).collect(),
+            _ => match known.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                Some((_, suite)) => vec![*suite],
+                None => {
+                    let offered: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+                    return Err(TlsError::Config(format!(
+                        "{key}: unknown or unsupported cipher suite '{name}' (offered: {})",
+                        offered.join(", ")
+                    )));
+                }
+            },
+        };
+        for suite in suites {
+            if remove {
+                chosen.retain(|s| *s != suite);
+            } else if !chosen.contains(&suite) {
+                chosen.push(suite);
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Err(TlsError::Config(format!(
+            "{key}: '{list}' selects no cipher suite"
+        )));
+    }
+    Ok(chosen)
+}
+
+/// The cipher suites a listener offers: rustls's, narrowed by `ciphers` (TLS 1.2) and
+/// `ciphers_tls1.3`, in the order the lists give (the server's preference).
+fn cipher_suites(settings: &TlsSettings) -> Result<Vec<rustls::SupportedCipherSuite>, TlsError> {
+    let all = rustls::crypto::ring::default_provider().cipher_suites;
+    let pick = |list: &Option<String>, known, key, tls13: bool| -> Result<Vec<_>, TlsError> {
+        let of_version = all.iter().filter(|s| s.tls13().is_some() == tls13);
+        match list {
+            None => Ok(of_version.copied().collect()),
+            Some(list) => Ok(select_suites(list, known, key)?
+                .into_iter()
+                .filter_map(|want| of_version.clone().find(|s| s.suite() == want).copied())
+                .collect()),
+        }
+    };
+    let mut suites = pick(
+        &settings.ciphers_tls13,
+        TLS13_SUITES,
+        "ciphers_tls1.3",
+        true,
+    )?;
+    suites.extend(pick(&settings.ciphers, TLS12_SUITES, "ciphers", false)?);
+    Ok(suites)
+}
+
 /// Builds the rustls server configuration for one listener.
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: cipher_suites(settings)?,
+        ..rustls::crypto::ring::default_provider()
+    });
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],

@@ -85,6 +85,8 @@ fn server_files(dir: &TempDir, pki: &Pki) -> TlsSettings {
         require_certificate: false,
         use_identity_as_username: false,
         min_version: TlsVersion::Tls12,
+        ciphers: None,
+        ciphers_tls13: None,
     }
 }
 
@@ -506,4 +508,100 @@ async fn capath_with_only_hash_named_files_trusts_each_ca_in_it() {
         write(&capath.join(format!("{hash}.0")), &pki.ca_pem);
     }
     assert_capath_trusts_exactly(&dir, &capath, &one, &two).await;
+}
+
+/// A client offering only `suites`, at the given TLS versions.
+fn connector_with(
+    ca_pem: &str,
+    suites: &[rustls::CipherSuite],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA");
+    }
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| suites.contains(&s.suite()));
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Mosquitto's `ciphers` (TLS 1.2, OpenSSL names) and `ciphers_tls1.3` narrow what a
+/// listener offers: a client offering only a suite left out cannot connect, one offering a
+/// listed suite can; an unknown name stops the broker from starting, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ciphers_and_ciphers_tls13_narrow_the_offered_suites() {
+    use rustls::CipherSuite as S;
+    let dir = TempDir::new("ciphers");
+    let pki = Pki::new("Midge Test CA");
+    let mut tls = server_files(&dir, &pki);
+    tls.ciphers = Some("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384".into());
+    tls.ciphers_tls13 = Some("TLS_CHACHA20_POLY1305_SHA256".into());
+    let broker = start(tls.clone(), |_| {}).await;
+    let addr = broker.local_addrs()[0];
+    let v12: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    let v13: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let cases = [
+        (
+            "TLS 1.2 AES-256",
+            &[
+                S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ][..],
+            v12,
+            true,
+        ),
+        (
+            "TLS 1.2 AES-128",
+            &[
+                S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            ][..],
+            v12,
+            false,
+        ),
+        (
+            "TLS 1.3 ChaCha20",
+            &[S::TLS13_CHACHA20_POLY1305_SHA256][..],
+            v13,
+            true,
+        ),
+        (
+            "TLS 1.3 AES-128",
+            &[S::TLS13_AES_128_GCM_SHA256][..],
+            v13,
+            false,
+        ),
+    ];
+    for (name, suites, versions, works) in cases {
+        let conn = connector_with(&pki.ca_pem, suites, versions);
+        match TlsClient::open(addr, &conn).await {
+            Ok(mut c) if works => {
+                assert_eq!(c.connect(name, None).await, ReasonCode::SUCCESS, "{name}")
+            }
+            Ok(_) => panic!("{name}: handshake succeeded with a suite left out"),
+            Err(e) => assert!(!works, "{name}: {e}"),
+        }
+    }
+    broker.shutdown(Duration::from_secs(1)).await;
+
+    let mut bad = tls;
+    bad.ciphers = Some("ECDHE-RSA-AES256-GCM-SHA384:RC4-SHA".into());
+    let mut listener = ListenerConfig::tcp("127.0.0.1:0".parse().expect("addr"), true);
+    listener.tls = Some(bad);
+    let err = Broker::start(Config {
+        listeners: vec![listener],
+        sys_interval: Duration::ZERO,
+        ..Config::default()
+    })
+    .await
+    .err()
+    .expect("an unknown suite is refused");
+    assert!(err.to_string().contains("'RC4-SHA'"), "{err}");
 }

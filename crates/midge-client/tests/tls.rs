@@ -63,6 +63,8 @@ async fn tls_broker(files: &Files, ca: &Ca, names: &[&str], require_cert: bool) 
         require_certificate: require_cert,
         use_identity_as_username: false,
         min_version: BrokerTls::Tls12,
+        ciphers: None,
+        ciphers_tls13: None,
     });
     let config = Config {
         listeners: vec![listener],

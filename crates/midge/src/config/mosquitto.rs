@@ -49,6 +49,8 @@ struct ListenerDef {
     require_certificate: Option<bool>,
     use_identity_as_username: Option<bool>,
     tls_version: Option<midge_broker::TlsVersion>,
+    ciphers: Option<String>,
+    ciphers_tls13: Option<String>,
     /// Its own password and ACL files (`per_listener_settings true` with files that
     /// differ between listeners).
     security: Option<midge_broker::ListenerSecurity>,
@@ -230,6 +232,17 @@ impl Parser {
                             self.current().tls_version = Some(version);
                         }
                         Err(message) => self.report.error(at, key, message),
+                    }
+                }
+            }
+            "ciphers" | "ciphers_tls1.3" => {
+                if let Some(v) = self.single(key, rest, at) {
+                    self.note_scope(key, at);
+                    let list = Some(v.to_string());
+                    if key == "ciphers" {
+                        self.current().ciphers = list;
+                    } else {
+                        self.current().ciphers_tls13 = list;
                     }
                 }
             }
@@ -922,6 +935,8 @@ fn listener_tls(def: &ListenerDef) -> Result<Option<midge_broker::TlsSettings>, 
             require_certificate: def.require_certificate.unwrap_or(false),
             use_identity_as_username: def.use_identity_as_username.unwrap_or(false),
             min_version: def.tls_version.unwrap_or_default(),
+            ciphers: def.ciphers.clone(),
+            ciphers_tls13: def.ciphers_tls13.clone(),
         })),
         (None, None) => {
             let tls_only = def.cafile.is_some()

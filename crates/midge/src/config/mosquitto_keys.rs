@@ -16,6 +16,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "cafile",
     "capath",
     "certfile",
+    "ciphers",
+    "ciphers_tls1.3",
     "keyfile",
     "require_certificate",
     "tls_version",
@@ -112,9 +114,6 @@ pub(super) fn classify(key: &str) -> Option<Unsupported> {
         "bind_interface" => {
             Error("not supported yet; ignoring it would listen on more interfaces than configured")
         }
-        "ciphers" | "ciphers_tls1.3" => Warn(
-            "OpenSSL cipher lists do not apply to rustls, which offers only modern AEAD suites",
-        ),
         "crlfile"
         | "dhparamfile"
         | "tls_engine"

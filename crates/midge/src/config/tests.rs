@@ -847,14 +847,26 @@ fn tls_listeners_in_both_syntaxes() {
         errs[0].starts_with("midge.conf:1: listener: TLS options"),
         "{errs:?}"
     );
-    // `ciphers` is a warning: rustls has only modern suites.
+    // `ciphers` and `ciphers_tls1.3` are kept for the listener (checked when it starts).
     let loaded = ok(conf(
-        "listener 8883\ncertfile /c.pem\nkeyfile /k.pem\nciphers ALL\n",
+        "listener 8883\ncertfile /c.pem\nkeyfile /k.pem\nciphers ECDHE-RSA-AES256-GCM-SHA384\n\
+         ciphers_tls1.3 TLS_AES_256_GCM_SHA384\n",
     ));
-    assert!(
-        loaded.warnings[0].contains("ciphers: ignored"),
-        "{:?}",
-        loaded.warnings
+    let tls = loaded.config.listeners[0].tls.clone().expect("tls");
+    assert_eq!(tls.ciphers.as_deref(), Some("ECDHE-RSA-AES256-GCM-SHA384"));
+    assert_eq!(tls.ciphers_tls13.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
+    let loaded = ok(toml_file(
+        "[[listener]]\nport = 8883\ncertfile = \"/c.pem\"\nkeyfile = \"/k.pem\"\n\
+         ciphers = \"ECDHE-ECDSA-CHACHA20-POLY1305\"\nciphers_tls13 = \"TLS_CHACHA20_POLY1305_SHA256\"\n",
+    ));
+    let tls = loaded.config.listeners[0].tls.clone().expect("tls");
+    assert_eq!(
+        tls.ciphers.as_deref(),
+        Some("ECDHE-ECDSA-CHACHA20-POLY1305")
+    );
+    assert_eq!(
+        tls.ciphers_tls13.as_deref(),
+        Some("TLS_CHACHA20_POLY1305_SHA256")
     );
 }
 

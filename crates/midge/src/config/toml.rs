@@ -74,6 +74,8 @@ struct Listener {
     require_certificate: Option<bool>,
     use_identity_as_username: Option<bool>,
     tls_version: Option<Spanned<String>>,
+    ciphers: Option<String>,
+    ciphers_tls13: Option<String>,
     /// With either of these the listener uses its own files instead of the broker-wide
     /// `password_file` and `acl_file` (Mosquitto's `per_listener_settings true`).
     password_file: Option<String>,
@@ -338,6 +340,8 @@ impl Reader<'_> {
                 require_certificate: table.require_certificate.unwrap_or(false),
                 use_identity_as_username: table.use_identity_as_username.unwrap_or(false),
                 min_version,
+                ciphers: table.ciphers.clone(),
+                ciphers_tls13: table.ciphers_tls13.clone(),
             }),
             (None, None) => {
                 let tls_only = table.cafile.is_some()
