@@ -127,9 +127,12 @@ async fn receive_paged(tb: &TestBroker, s: &mut TestClient, id: &str, n: usize) 
         let p = s.recv_publish_acked().await;
         assert!(!p.dup, "no resend without a reconnect");
         got.push(index(&p));
+        // While messages wait in the store, memory holds at most a page of them. Once
+        // the backlog is drained, new messages for the online client are queued in
+        // memory as usual (bounded by the queue limits and publisher back-pressure).
         let sz = sizes(tb, id);
         assert!(
-            sz.in_memory <= PAGE,
+            sz.in_memory <= PAGE || sz.in_store == 0,
             "at most a page in memory while paging: {sz:?}"
         );
     }
