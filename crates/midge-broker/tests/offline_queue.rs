@@ -248,17 +248,7 @@ async fn stop(tb: &mut TestBroker) {
 async fn restart(tb: &mut TestBroker, dir: &DataDir, max_queued: usize) {
     stop(tb).await;
     let addr = tb.addr;
-    let mut config = Config {
-        listeners: vec![midge_broker::ListenerConfig {
-            bind: addr,
-            max_connections: None,
-            allow_anonymous: true,
-            tls: None,
-            security: None,
-        }],
-        sys_interval: Duration::ZERO,
-        ..Config::default()
-    };
+    let mut config = test_config(addr);
     with_store(dir, max_queued)(&mut config);
     tb.broker = Some(Broker::start(config).await.expect("broker restarts"));
 }

@@ -42,17 +42,7 @@ impl TestBroker {
 
     /// A broker with the test defaults, then `tweak` applied.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestBroker {
-        let mut config = Config {
-            listeners: vec![ListenerConfig {
-                bind: "127.0.0.1:0".parse().expect("address"),
-                max_connections: None,
-                allow_anonymous: true,
-                tls: None,
-                security: None,
-            }],
-            sys_interval: Duration::ZERO,
-            ..Config::default()
-        };
+        let mut config = test_config("127.0.0.1:0".parse().expect("address"));
         tweak(&mut config);
         let broker = Broker::start(config).await.expect("broker starts");
         let addr = broker.local_addrs()[0];
@@ -71,6 +61,15 @@ impl TestBroker {
         if let Some(b) = self.broker.take() {
             b.shutdown(grace).await;
         }
+    }
+}
+
+/// The defaults tests want: one listener on `bind` allowing anonymous clients, no `$SYS`.
+pub fn test_config(bind: SocketAddr) -> Config {
+    Config {
+        listeners: vec![ListenerConfig::tcp(bind, true)],
+        sys_interval: Duration::ZERO,
+        ..Config::default()
     }
 }
 
