@@ -117,13 +117,15 @@ pub fn recover(
         max_bytes: broker.config.max_queued_bytes,
         queue_qos0_offline: broker.config.queue_qos0_messages,
     };
+    // One value for every restored session (an Arc clone each, not a new rule set).
+    let read_access = broker.recovered_read_access();
     for rs in recovered.sessions {
         let client = ByteStr::from(rs.client_id.as_str());
         let (cell, _) = broker.sessions.create(
             client.clone(),
             limits,
             broker.stats.clone(),
-            broker.recovered_read_access(),
+            read_access.clone(),
             true,
         );
         let expiry = rs
