@@ -5,7 +5,7 @@ use crate::auth::{
     AclFile, AuthFileError, Authenticator, Authorizer, LoadFile, PasswordFile, Reloadable,
 };
 use crate::config::{Config, ListenerSecurity};
-use crate::message::{Message, SessionId};
+use crate::message::{Message, OpenOnDrop, SessionId};
 use crate::persist;
 use crate::retained::RetainedTree;
 use crate::router::{RouteScratch, Router, SubKey};
@@ -276,7 +276,8 @@ impl BrokerInner {
     /// Publishes, then writes what the store must keep of it: the message for every
     /// persistent session it was queued for, the retained message, and `extra` (the
     /// inbound QoS 2 packet identifier). The ticket resolves when that is durable: only
-    /// then may the publisher be acknowledged.
+    /// then may the publisher be acknowledged. A message with a [`Gate`](crate::message::Gate)
+    /// is let through to its subscribers then too (at once when there is nothing to write).
     pub fn publish_durable(
         &self,
         msg: &Arc<Message>,
@@ -285,6 +286,9 @@ impl BrokerInner {
     ) -> (usize, Option<CommitTicket>) {
         let n = self.publish(msg, scratch);
         let Some(store) = &self.store else {
+            if let Some(gate) = &msg.gate {
+                gate.open();
+            }
             return (n, None);
         };
         let mut ops = Vec::new();
@@ -312,9 +316,20 @@ impl BrokerInner {
         }
         ops.extend(extra);
         if ops.is_empty() {
+            if let Some(gate) = &msg.gate {
+                gate.open();
+            }
             return (n, None);
         }
-        (n, Some(store.commit(ops)))
+        let ticket = match &msg.gate {
+            // Subscribers get the message once the commit is answered.
+            Some(gate) => {
+                let opener = OpenOnDrop(gate.clone());
+                store.commit_then(ops, Box::new(move || drop(opener)))
+            }
+            None => store.commit(ops),
+        };
+        (n, Some(ticket))
     }
 
     /// Writes `ops` without waiting: losing them in a crash only causes a resend.
@@ -370,6 +385,7 @@ impl BrokerInner {
             properties: Properties::default(),
             expires_at: None,
             origin: 0,
+            gate: None,
         });
         let mut scratch = RouteScratch::default();
         self.publish(&msg, &mut scratch);
@@ -578,6 +594,38 @@ pub struct Broker {
 impl Broker {
     /// Binds every listener and starts serving. Fails if any listener cannot bind.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let opened = match &config.persistence {
+            Some(p) => Some(open_store(p).await?),
+            None => None,
+        };
+        Self::start_opened(config, opened).await
+    }
+
+    /// As [`Broker::start`], keeping its state in `store` (any [`SessionStore`], not the
+    /// one `config.persistence` names): state is recovered from it first.
+    pub async fn start_with_store(
+        config: Config,
+        store: Arc<dyn SessionStore>,
+    ) -> Result<Broker, StartError> {
+        let loading = store.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || loading.load(std::time::SystemTime::now())).await;
+        let recovered = match loaded {
+            Ok(r) => r.map_err(StartError::Store)?,
+            Err(e) => {
+                return Err(StartError::Store(midge_store::StoreError::Io {
+                    path: std::path::PathBuf::new(),
+                    what: format!("loading the store failed: {e}"),
+                }))
+            }
+        };
+        Self::start_opened(config, Some((store, recovered))).await
+    }
+
+    async fn start_opened(
+        config: Config,
+        opened: Option<(Arc<dyn SessionStore>, midge_store::Recovered)>,
+    ) -> Result<Broker, StartError> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let listeners = config.listeners.clone();
         let sys_interval = config.sys_interval;
@@ -589,13 +637,7 @@ impl Broker {
                 None => Ok(security.clone()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (store, recovered) = match &config.persistence {
-            Some(p) => {
-                let (store, recovered) = open_store(p).await?;
-                (Some(store), Some(recovered))
-            }
-            None => (None, None),
-        };
+        let (store, recovered) = opened.unzip();
         let inner = Arc::new(BrokerInner::new(
             config,
             security,

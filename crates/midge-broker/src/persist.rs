@@ -66,6 +66,7 @@ pub fn message_from_record(rec: &MessageRecord, origin: SessionId) -> Arc<Messag
         properties: rec.properties.to_properties(),
         expires_at: rec.expires_at.map(|ms| to_instant(ms, now, now_ms)),
         origin,
+        gate: None,
     })
 }
 
@@ -169,6 +170,7 @@ pub fn recover(
                             properties: Default::default(),
                             expires_at: None,
                             origin: 0,
+                            gate: None,
                         }),
                         qos: QoS::ExactlyOnce,
                         retain: false,

@@ -721,6 +721,7 @@ mod tests {
             properties: Default::default(),
             expires_at: None,
             origin: 0,
+            gate: None,
         });
         let mut durable = Vec::new();
         for _ in 0..3 {

@@ -168,6 +168,12 @@ pub trait SessionStore: Send + Sync {
     /// it is applied.
     fn commit(&self, ops: Vec<Op>) -> CommitTicket;
 
+    /// As [`commit`](SessionStore::commit), and runs `then` on the writer once the
+    /// ticket is answered (whatever the outcome), whether or not anyone awaits the
+    /// ticket. If the writer is gone without answering, `then` is dropped unrun: work
+    /// that must happen in any case belongs in a `Drop` of something `then` owns.
+    fn commit_then(&self, ops: Vec<Op>, then: Box<dyn FnOnce() + Send>) -> CommitTicket;
+
     /// Up to `limit` queued messages of `client` with sequence number `from_seq` or
     /// later, in order, skipping those in flight.
     fn read_queue(

@@ -248,6 +248,12 @@ impl<E: Engine> SessionStore for Store<E> {
         CommitTicket::new(rx, self.path.clone())
     }
 
+    fn commit_then(&self, ops: Vec<Op>, then: Box<dyn FnOnce() + Send>) -> CommitTicket {
+        let (tx, rx) = oneshot::channel();
+        self.send(ops, Reply::TicketThen(tx, then));
+        CommitTicket::new(rx, self.path.clone())
+    }
+
     fn read_queue(
         &self,
         client: &str,

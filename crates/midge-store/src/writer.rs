@@ -32,6 +32,11 @@ pub(crate) struct Request {
 /// Where the outcome of a commit goes: a ticket (async) or a thread blocked on it.
 pub(crate) enum Reply {
     Ticket(oneshot::Sender<Result<(), StoreError>>),
+    /// A ticket, and work to run once it is answered (`SessionStore::commit_then`).
+    TicketThen(
+        oneshot::Sender<Result<(), StoreError>>,
+        Box<dyn FnOnce() + Send>,
+    ),
     Blocking(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
 }
 
@@ -41,6 +46,10 @@ impl Reply {
         match self {
             Reply::Ticket(tx) => {
                 let _ = tx.send(result);
+            }
+            Reply::TicketThen(tx, then) => {
+                let _ = tx.send(result);
+                then();
             }
             Reply::Blocking(tx) => {
                 let _ = tx.send(result);

@@ -566,3 +566,25 @@ fn empty_commit_is_a_barrier_for_earlier_commits() {
         }
     }
 }
+
+/// The broker lets a QoS 2 message through to subscribers from `commit_then`'s work: it
+/// must run once the commit is answered (so it is readable), even when nobody awaits the
+/// ticket.
+#[test]
+fn commit_then_runs_after_the_commit_is_answered() {
+    for f in Fixture::both() {
+        f.commit(vec![put_session("c")]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = message("t", b"x", None);
+        drop(f.store().commit_then(
+            vec![enqueue(f.store(), m, &[("c", 1)])],
+            Box::new(move || {
+                let _ = tx.send(());
+            }),
+        ));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("then ran without the ticket being awaited");
+        let q = f.store().read_queue("c", 0, 10).expect("read");
+        assert_eq!(q.len(), 1, "{}: the commit is readable once then ran", f.name());
+    }
+}

@@ -37,6 +37,10 @@ impl Conn {
         }
         while self.wbuf.len() < WRITE_HIGH_WATER {
             let Some(front) = st.queue.front() else { break };
+            if front.msg.gate.as_ref().is_some_and(|g| !g.pass(cell)) {
+                // Not before its publisher's commit is durable; the gate wakes us.
+                break;
+            }
             if front.msg.is_expired(now) {
                 // Expired while queued: never sent [MQTT-3.3.2-5].
                 if let Some(q) = st.pop_queued() {

@@ -213,7 +213,14 @@ impl Conn {
                 let mut rc = ReasonCode::SUCCESS;
                 let mut ticket = None;
                 if fresh {
-                    let msg = Message::from_publish(p, topic, origin, Instant::now());
+                    // With the identifier kept in the store, subscribers wait for it to be
+                    // durable: a resend after a crash is then recognised, never delivered
+                    // twice (see `Gate`).
+                    let msg = if persistent && self.broker.store.is_some() {
+                        Message::from_publish_gated(p, topic, origin, Instant::now())
+                    } else {
+                        Message::from_publish(p, topic, origin, Instant::now())
+                    };
                     // The packet identifier is kept with the message, in one commit.
                     let held = persistent.then(|| midge_store::Op::AddInboundQos2 {
                         client: cell.client_id.clone(),

@@ -1,0 +1,261 @@
+//! QoS 2 exactly once with a store (issue 4, BUGS.md 15): a QoS 2 message reaches no
+//! subscriber before the commit that records its inbound packet identifier is durable,
+//! so that a publisher's resend after a crash is recognised instead of delivered again.
+//!
+//! The store here runs on an engine whose writes a test can hold: while a write is held,
+//! its commit is not durable, and the tests look at what subscribers get meanwhile.
+
+mod common;
+
+use common::*;
+use midge_broker::{Broker, Config};
+use midge_proto::{Packet, PubResp, QoS};
+use midge_store::engine::memory::MemoryEngine;
+use midge_store::engine::{Engine, EngineError, Visit, Write};
+use midge_store::{Durability, SessionStore, Store, StoreOptions, Table};
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+
+/// What the test tells the engine, and what it reports back.
+#[derive(Default)]
+struct HoldState {
+    /// Writes block while this is set.
+    hold: bool,
+    /// Writes that have reached the engine while held.
+    arrived: usize,
+}
+
+/// A memory engine whose writes wait while the test holds them.
+#[derive(Clone, Default)]
+struct HoldEngine {
+    inner: MemoryEngine,
+    state: Arc<(Mutex<HoldState>, Condvar)>,
+}
+
+impl HoldEngine {
+    /// Holds writes until the returned guard is dropped (also when a test fails: the
+    /// store's writer must not stay blocked, or the runtime never shuts down).
+    fn hold(&self) -> Held {
+        self.state.0.lock().hold = true;
+        Held(self.clone())
+    }
+
+    /// Blocks (call it on a blocking thread) until a write is waiting.
+    fn wait_for_held_write(&self) {
+        let (lock, cv) = &*self.state;
+        let mut st = lock.lock();
+        while st.arrived == 0 {
+            cv.wait(&mut st);
+        }
+    }
+}
+
+/// Releases the held writes when dropped.
+struct Held(HoldEngine);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.state.0.lock().hold = false;
+        self.0.state.1.notify_all();
+    }
+}
+
+impl Engine for HoldEngine {
+    fn name(&self) -> &'static str {
+        "held memory"
+    }
+
+    fn write(&self, batch: &[Write]) -> Result<(), EngineError> {
+        {
+            let (lock, cv) = &*self.state;
+            let mut st = lock.lock();
+            if st.hold {
+                st.arrived += 1;
+                cv.notify_all();
+                while st.hold {
+                    cv.wait(&mut st);
+                }
+            }
+        }
+        self.inner.write(batch)
+    }
+
+    fn sync(&self) -> Result<(), EngineError> {
+        self.inner.sync()
+    }
+
+    fn crash_safe_without_sync(&self) -> bool {
+        true
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.inner.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start: &[u8],
+        visit: Visit<'_>,
+    ) -> Result<(), EngineError> {
+        self.inner.scan(table, prefix, start, visit)
+    }
+
+    fn last_key(&self, table: Table) -> Result<Option<Vec<u8>>, EngineError> {
+        self.inner.last_key(table)
+    }
+}
+
+async fn start(engine: &HoldEngine) -> TestBroker {
+    let store = Store::with_engine(
+        engine.clone(),
+        std::path::Path::new("held-memory"),
+        StoreOptions {
+            durability: Durability::Always,
+        },
+    )
+    .expect("store opens");
+    let config: Config = test_config("127.0.0.1:0".parse().expect("address"));
+    let broker = Broker::start_with_store(config, Arc::new(store) as Arc<dyn SessionStore>)
+        .await
+        .expect("broker starts");
+    let addr = broker.local_addrs()[0];
+    TestBroker {
+        broker: Some(broker),
+        addr,
+    }
+}
+
+/// Sends a QoS 2 PUBLISH and does not wait for PUBREC.
+async fn send_qos2(client: &mut TestClient, topic: &str, payload: &str) -> u16 {
+    let mut p = publish_packet(topic, payload, QoS::ExactlyOnce);
+    p.packet_id = client.next_packet_id();
+    let id = p.packet_id;
+    client.send(&Packet::Publish(p)).await;
+    id
+}
+
+async fn held_write_arrives(engine: &HoldEngine) {
+    let e = engine.clone();
+    tokio::time::timeout(
+        RECV_TIMEOUT,
+        tokio::task::spawn_blocking(move || e.wait_for_held_write()),
+    )
+    .await
+    .expect("the publisher's commit reaches the store")
+    .expect("waiting thread");
+}
+
+/// [MQTT-4.3.3-10]: the receiver of a QoS 2 PUBLISH must not deliver it onward again
+/// when the PUBLISH is resent before PUBREL. The broker recognises a resend only by the
+/// packet identifier it stored; until that record is durable, no subscriber gets the
+/// message (nor what was published after it on the session's queue: order is kept
+/// [MQTT-4.6.0-6]).
+#[tokio::test]
+async fn qos2_message_waits_for_its_durable_record() {
+    for version in V3_AND_V5 {
+        let engine = HoldEngine::default();
+        let mut tb = start(&engine).await;
+        let mut sub = tb.client(version, "sub").await;
+        sub.subscribe("t/#", QoS::ExactlyOnce).await;
+        let (mut publisher, _) = TestClient::connect_persistent(tb.addr, version, "pub").await;
+
+        let held = engine.hold();
+        let id = send_qos2(&mut publisher, "t/a", "first").await;
+        held_write_arrives(&engine).await;
+        // A second publisher's QoS 0 message, queued behind the held one.
+        let mut other = tb.client(version, "other").await;
+        other.publish("t/b", "second", QoS::AtMostOnce).await;
+        other.ping().await;
+
+        sub.assert_no_publish().await;
+        publisher.ping().await;
+        assert!(
+            !publisher
+                .pending()
+                .iter()
+                .any(|p| matches!(p, Packet::PubRec(_))),
+            "{version:?}: PUBREC before the record is durable"
+        );
+
+        drop(held);
+        let rec = publisher
+            .wait_for(|p| matches!(p, Packet::PubRec(r) if r.packet_id == id))
+            .await;
+        assert!(matches!(rec, Packet::PubRec(_)));
+        let first = sub.recv_publish_acked().await;
+        assert_eq!(
+            (text(&first), first.qos),
+            ("first", QoS::ExactlyOnce),
+            "{version:?}"
+        );
+        let second = sub.recv_publish().await;
+        assert_eq!(text(&second), "second", "{version:?}: order kept");
+
+        // The resend before PUBREL is not delivered again [MQTT-4.3.3-10].
+        let mut resend = publish_packet("t/a", "first", QoS::ExactlyOnce);
+        resend.packet_id = id;
+        resend.dup = true;
+        publisher.send(&Packet::Publish(resend)).await;
+        publisher
+            .wait_for(|p| matches!(p, Packet::PubRec(r) if r.packet_id == id))
+            .await;
+        publisher.send(&Packet::PubRel(PubResp::new(id))).await;
+        publisher
+            .wait_for(|p| matches!(p, Packet::PubComp(c) if c.packet_id == id))
+            .await;
+        sub.assert_no_publish().await;
+        tb.shutdown(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// A persistent subscriber that leaves while the message is held finds it queued when it
+/// comes back, once, after the record is durable.
+#[tokio::test]
+async fn held_qos2_message_waits_for_a_subscriber_that_leaves() {
+    let engine = HoldEngine::default();
+    let mut tb = start(&engine).await;
+    let (mut sub, _) = TestClient::connect_persistent(tb.addr, V5, "sub").await;
+    sub.subscribe("t", QoS::ExactlyOnce).await;
+    let (mut publisher, _) = TestClient::connect_persistent(tb.addr, V5, "pub").await;
+
+    let held = engine.hold();
+    send_qos2(&mut publisher, "t", "held").await;
+    held_write_arrives(&engine).await;
+    sub.assert_no_publish().await;
+    sub.disconnect().await;
+    drop(held);
+    publisher.wait_for(|p| matches!(p, Packet::PubRec(_))).await;
+
+    let (mut sub, present) = TestClient::connect_persistent(tb.addr, V5, "sub").await;
+    assert!(present, "session kept");
+    let got = sub.recv_publish_acked().await;
+    assert_eq!(text(&got), "held");
+    sub.assert_no_publish().await;
+    tb.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// A clean-session publisher keeps no record to recognise a resend by after a crash, so
+/// nothing is gained by holding its messages: they go out at once (the store write for
+/// the persistent subscriber's queue still comes before PUBREC).
+#[tokio::test]
+async fn qos2_from_a_clean_session_is_not_held() {
+    let engine = HoldEngine::default();
+    let mut tb = start(&engine).await;
+    let mut sub = tb.client(V311, "sub").await;
+    sub.subscribe("t", QoS::ExactlyOnce).await;
+    let (mut offline, _) = TestClient::connect_persistent(tb.addr, V311, "offline").await;
+    offline.subscribe("t", QoS::ExactlyOnce).await;
+    offline.disconnect().await;
+    let mut publisher = tb.client(V311, "pub").await;
+
+    let held = engine.hold();
+    send_qos2(&mut publisher, "t", "now").await;
+    held_write_arrives(&engine).await;
+    let got = sub.recv_publish().await;
+    assert_eq!(text(&got), "now");
+    drop(held);
+    publisher.wait_for(|p| matches!(p, Packet::PubRec(_))).await;
+    tb.shutdown(std::time::Duration::from_secs(1)).await;
+}
