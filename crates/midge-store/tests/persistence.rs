@@ -585,6 +585,11 @@ fn commit_then_runs_after_the_commit_is_answered() {
         rx.recv_timeout(Duration::from_secs(5))
             .expect("then ran without the ticket being awaited");
         let q = f.store().read_queue("c", 0, 10).expect("read");
-        assert_eq!(q.len(), 1, "{}: the commit is readable once then ran", f.name());
+        assert_eq!(
+            q.len(),
+            1,
+            "{}: the commit is readable once then ran",
+            f.name()
+        );
     }
 }
