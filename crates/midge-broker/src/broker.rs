@@ -398,11 +398,10 @@ impl BrokerInner {
             let mut st = cell.state.lock();
             // A connection that attached to it after its replacement was decided is told
             // to go (it would otherwise serve a session no longer in the registry).
-            if let Some(link) = &st.conn {
-                let _ = link.control.send(crate::session::Control::Close(
-                    ReasonCode::SESSION_TAKEN_OVER,
-                ));
-            }
+            cell.request(
+                &mut st,
+                crate::session::Control::Close(ReasonCode::SESSION_TAKEN_OVER),
+            );
             st.generation += 1;
             st.queue.clear();
             st.queued_bytes = 0;
@@ -474,7 +473,9 @@ impl BrokerInner {
                 .then(|| self.session_record(&st, protocol, true));
             (st.generation, st.expiry, record)
         };
-        cell.detached.notify_waiters();
+        // Whoever waits for the detach (no connection waits on `notify` any more; a
+        // waiter-less wake-up leaves no permit for the next one).
+        cell.notify.notify_waiters();
         if let Some(session) = record {
             self.commit_detached(vec![Op::PutSession {
                 client: cell.client_id.clone(),

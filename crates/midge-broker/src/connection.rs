@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Stop reading from a client whose unsent output is above this, until it drains.
@@ -164,7 +164,6 @@ pub(crate) struct Conn {
     /// Congested subscribers of this QoS 0 publisher, and until when to wait for them:
     /// the connection is not read meanwhile. Boxed: rare.
     pub read_pause: Option<Box<ReadPause>>,
-    pub control_rx: Option<mpsc::UnboundedReceiver<Control>>,
     /// MQTT 5 enhanced authentication (protocol/auth.rs).
     pub enhanced: EnhancedAuth,
 }
@@ -205,7 +204,6 @@ impl Conn {
             throttle_until: None,
             store_failed: false,
             read_pause: None,
-            control_rx: None,
             enhanced: EnhancedAuth::Unused,
         }
     }
@@ -440,9 +438,6 @@ where
     let Some(cell) = conn.session.clone() else {
         return Close::PeerGone;
     };
-    let Some(mut control) = conn.control_rx.take() else {
-        return Close::PeerGone;
-    };
     let mut shutdown = conn.broker.shutdown.clone();
     if *shutdown.borrow() {
         return Close::Shutdown;
@@ -490,7 +485,11 @@ where
                 }
             }
         }
-        conn.drain_queue(&cell);
+        match conn.drain_queue(&cell) {
+            Some(Control::TakeOver(ack)) => return Close::TakenOver(Some(ack)),
+            Some(Control::Close(rc)) => return Close::Kicked(rc),
+            None => {}
+        }
         conn.release_held_acks();
         if conn.store_failed {
             return Close::Violation(ReasonCode::UNSPECIFIED_ERROR, "store write failed".into());
@@ -549,11 +548,6 @@ where
         let read = std::future::poll_fn(|cx| poll_read_into(reader, rbuf, cx));
         tokio::select! {
             biased;
-            ctrl = control.recv() => match ctrl {
-                Some(Control::TakeOver(ack)) => return Close::TakenOver(Some(ack)),
-                Some(Control::Close(rc)) => return Close::Kicked(rc),
-                None => {}
-            },
             _ = shutdown.changed() => return Close::Shutdown,
             r = writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match r {
                 Ok(0) | Err(_) => return Close::PeerGone,

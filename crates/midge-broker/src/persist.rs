@@ -313,11 +313,10 @@ fn page_failed(cell: &crate::session::SessionCell, error: &str) {
     tracing::error!(client = %cell.client_id, "reading the queue from the store failed: {error}");
     let mut st = cell.state.lock();
     st.backlog.paging = false;
-    if let Some(link) = &st.conn {
-        let _ = link.control.send(crate::session::Control::Close(
-            midge_proto::ReasonCode::UNSPECIFIED_ERROR,
-        ));
-    }
+    cell.request(
+        &mut st,
+        crate::session::Control::Close(midge_proto::ReasonCode::UNSPECIFIED_ERROR),
+    );
 }
 
 pub(crate) fn queued_from_record(q: &midge_store::QueuedMessage) -> crate::session::Queued {

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 /// A message waiting in a session's queue for an in-flight slot or for its client.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ pub struct StoredSubscription {
     pub id: Option<u32>,
 }
 
-/// Requests sent to the connection attached to a session.
+/// Requests to the connection attached to a session.
 #[derive(Debug)]
 pub enum Control {
     /// Another connection with the same client ID arrived: send DISCONNECT 0x8E (5.0),
@@ -74,10 +74,14 @@ pub enum Control {
 }
 
 /// The link from a session to the connection attached to it.
+///
+/// A request to the connection (takeover, kick) is left in `request` and the session's
+/// `notify` woken ([`SessionCell::request`]); the connection takes it when it next looks
+/// at its queue. No channel per connection: an idle connection holds no more than this.
 #[derive(Debug)]
 pub struct ConnLink {
     pub conn_id: u64,
-    pub control: mpsc::UnboundedSender<Control>,
+    pub request: Option<Control>,
 }
 
 /// Bounds copied from the configuration when the session is made.
@@ -239,10 +243,9 @@ pub struct SessionCell {
     pub id: SessionId,
     pub client_id: ByteStr,
     pub state: Mutex<SessionState>,
-    /// Woken when a message is queued for a connected client.
+    /// Woken when a message is queued for a connected client, and for a request to it
+    /// (`ConnLink::request`); all waiters when the connection detaches.
     pub notify: Notify,
-    /// Woken (all waiters) when a connection detaches; a takeover waits on it.
-    pub detached: Notify,
     /// Woken (all waiters) when a congested queue is back under its soft limit.
     pub room: Notify,
     limits: QueueLimits,
@@ -278,11 +281,23 @@ impl SessionCell {
                 ..SessionState::default()
             }),
             notify: Notify::new(),
-            detached: Notify::new(),
             room: Notify::new(),
             limits,
             stats,
         }
+    }
+
+    /// Asks the attached connection, if any, to go (`Control`): it takes the request the
+    /// next time it looks at the queue, which `notify` makes it do at once. A request
+    /// already waiting is replaced (dropping a takeover's answer tells its sender to look
+    /// again). Returns whether a connection was attached.
+    pub fn request(&self, st: &mut SessionState, control: Control) -> bool {
+        let Some(link) = st.conn.as_mut() else {
+            return false;
+        };
+        link.request = Some(control);
+        self.notify.notify_one();
+        true
     }
 
     /// Queues a message, honouring the queue bounds.

@@ -106,7 +106,7 @@ async fn leave(tb: &TestBroker, id: &str, s: TestClient, disconnect: bool) {
         .sessions
         .get(id)
         .expect("session exists");
-    let detached = cell.detached.notified();
+    let detached = cell.notify.notified();
     tokio::pin!(detached);
     detached.as_mut().enable();
     if disconnect {

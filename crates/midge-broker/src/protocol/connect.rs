@@ -11,7 +11,7 @@ use midge_proto::{
 use rand::distr::{Alphanumeric, SampleString};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// How long a takeover waits for the old connection to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -259,10 +259,9 @@ impl Conn {
         clean_start: bool,
         expiry: Option<Duration>,
     ) -> Result<(Arc<SessionCell>, bool), Close> {
-        let (tx, rx) = mpsc::unbounded_channel();
         let mut link = Some(ConnLink {
             conn_id: self.conn_id,
-            control: tx,
+            request: None,
         });
         // Each failed attempt means another connection attached in between, which the next
         // attempt takes over in turn: a crowd of connections with one client ID gets through
@@ -272,17 +271,13 @@ impl Conn {
             // Take over a connected session: the old connection closes (5.0: DISCONNECT
             // 0x8E) and detaches before we go on [MQTT-3.1.4-3].
             if let Some(old) = self.broker.sessions.get(&self.client_id) {
-                // Registered before looking, so a detach in between is not missed.
-                let detached = old.detached.notified();
-                let control = old.state.lock().conn.as_ref().map(|l| l.control.clone());
-                if let Some(control) = control {
-                    let (ack_tx, ack_rx) = oneshot::channel();
-                    if control.send(Control::TakeOver(ack_tx)).is_ok() {
-                        let _ = tokio::time::timeout(TAKEOVER_WAIT, ack_rx).await;
-                    } else {
-                        // The old connection is already closing: wait for it to detach.
-                        let _ = tokio::time::timeout(TAKEOVER_WAIT, detached).await;
-                    }
+                let (ack_tx, ack_rx) = oneshot::channel();
+                if old.request(&mut old.state.lock(), Control::TakeOver(ack_tx)) {
+                    // Answered when the old connection has closed; or the request is
+                    // dropped unanswered when it detached without seeing it (it was
+                    // already closing) or another takeover replaced it: either way, look
+                    // again below.
+                    let _ = tokio::time::timeout(TAKEOVER_WAIT, ack_rx).await;
                 }
             }
             let existing = self.broker.sessions.get(&self.client_id);
@@ -345,7 +340,6 @@ impl Conn {
                 }
             }
             self.session = Some(cell.clone());
-            self.control_rx = Some(rx);
             return Ok((cell, present));
         }
         Err(self.refuse(ReasonCode::SERVER_BUSY, "could not take over the session"))

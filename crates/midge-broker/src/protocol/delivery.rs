@@ -4,7 +4,7 @@
 
 use crate::connection::{Conn, HeldAck, ACK_HOLD_MAX, WRITE_HIGH_WATER};
 use crate::router::DeliveryTarget;
-use crate::session::{Inflight, Queued, SessionCell, SessionState, Stage, PAGE};
+use crate::session::{Control, Inflight, Queued, SessionCell, SessionState, Stage, PAGE};
 use midge_proto::{encoded_len, ByteStr, Packet, Properties, PubResp, Publish, QoS};
 use midge_store::CommitTicket;
 use std::future::Future;
@@ -26,12 +26,18 @@ impl Conn {
     }
 
     /// Moves queued messages into the write buffer: QoS 0 at once, QoS 1/2 while the
-    /// in-flight window has room. Stops at the write high-water mark.
-    pub(crate) fn drain_queue(&mut self, cell: &Arc<SessionCell>) {
+    /// in-flight window has room. Stops at the write high-water mark. A request to this
+    /// connection (takeover, kick) comes first: it is returned and nothing is moved.
+    pub(crate) fn drain_queue(&mut self, cell: &Arc<SessionCell>) -> Option<Control> {
         let window = self.inflight_window();
         let now = Instant::now();
         let mut ops = Vec::new();
         let mut st = cell.state.lock();
+        if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == self.conn_id) {
+            if let Some(request) = link.request.take() {
+                return Some(request);
+            }
+        }
         if st.unsent_resends > 0 {
             self.resend_marked(&mut st, window);
         }
@@ -98,6 +104,7 @@ impl Conn {
         if !ops.is_empty() {
             self.broker.commit_detached(ops);
         }
+        None
     }
 
     /// Starts reading the next page of the session's backlog from the store when fewer
