@@ -780,6 +780,12 @@ impl Broker {
     /// `grace` for connections to close.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown_tx.send(true);
+        // Connections do not each wait on the flag (that would cost every idle connection
+        // a waiter): each attached one is asked through its session. One that attaches
+        // after this looked at its session sees the flag set when its main loop starts.
+        for cell in self.inner.sessions.all() {
+            cell.request(&mut cell.state.lock(), crate::session::Control::Shutdown);
+        }
         let deadline = Instant::now() + grace;
         loop {
             let gone = self.inner.connections_gone.notified();

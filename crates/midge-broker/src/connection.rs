@@ -17,7 +17,7 @@ use crate::broker::BrokerInner;
 use crate::listener::ClientTransport;
 use crate::message::Message;
 use crate::protocol::auth::EnhancedAuth;
-use crate::router::{DeliveryTarget, RouteScratch};
+use crate::router::{DeliveryTarget, LazyScratch};
 use crate::session::{Control, SessionCell};
 use bytes::BytesMut;
 use midge_proto::{
@@ -153,7 +153,7 @@ pub(crate) struct Conn {
     pub will_delay: u32,
     /// Session Expiry Interval from CONNECT was 0 (DISCONNECT may not raise it).
     pub connect_expiry_zero: bool,
-    pub scratch: RouteScratch,
+    pub scratch: LazyScratch,
     pub held_acks: VecDeque<HeldAck>,
     /// Start of the current one-second publish-rate window and PUBLISHes in it.
     pub publish_window: (Instant, u32),
@@ -198,7 +198,7 @@ impl Conn {
             will: None,
             will_delay: 0,
             connect_expiry_zero: true,
-            scratch: RouteScratch::default(),
+            scratch: LazyScratch::default(),
             held_acks: VecDeque::new(),
             publish_window: (Instant::now(), 0),
             throttle_until: None,
@@ -438,8 +438,8 @@ where
     let Some(cell) = conn.session.clone() else {
         return Close::PeerGone;
     };
-    let mut shutdown = conn.broker.shutdown.clone();
-    if *shutdown.borrow() {
+    // Once attached, a shutdown reaches this connection as a request (`Broker::shutdown`).
+    if *conn.broker.shutdown.borrow() {
         return Close::Shutdown;
     }
     // 1.5 times the keep-alive [MQTT-3.1.2-24]; zero disables the check.
@@ -488,6 +488,7 @@ where
         match conn.drain_queue(&cell) {
             Some(Control::TakeOver(ack)) => return Close::TakenOver(Some(ack)),
             Some(Control::Close(rc)) => return Close::Kicked(rc),
+            Some(Control::Shutdown) => return Close::Shutdown,
             None => {}
         }
         conn.release_held_acks();
@@ -548,7 +549,6 @@ where
         let read = std::future::poll_fn(|cx| poll_read_into(reader, rbuf, cx));
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return Close::Shutdown,
             r = writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match r {
                 Ok(0) | Err(_) => return Close::PeerGone,
                 Ok(n) => {

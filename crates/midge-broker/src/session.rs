@@ -71,6 +71,8 @@ pub enum Control {
     TakeOver(oneshot::Sender<()>),
     /// Close the connection with this reason code (5.0 DISCONNECT).
     Close(ReasonCode),
+    /// The broker is shutting down (5.0 DISCONNECT 0x8B).
+    Shutdown,
 }
 
 /// The link from a session to the connection attached to it.

@@ -98,6 +98,34 @@ pub struct RouteScratch {
     pub durable: Vec<midge_store::Delivery>,
 }
 
+/// What a [`LazyScratch`] reads as before its first write.
+static EMPTY_SCRATCH: RouteScratch = RouteScratch {
+    matches: Vec::new(),
+    groups: Vec::new(),
+    congested: Vec::new(),
+    durable: Vec::new(),
+};
+
+/// A connection's [`RouteScratch`], allocated the first time it is written to: a
+/// connection that never publishes (most idle ones) holds one pointer, not four vectors.
+/// Reading it before then reads an empty scratch.
+#[derive(Default)]
+pub struct LazyScratch(Option<Box<RouteScratch>>);
+
+impl std::ops::Deref for LazyScratch {
+    type Target = RouteScratch;
+
+    fn deref(&self) -> &RouteScratch {
+        self.0.as_deref().unwrap_or(&EMPTY_SCRATCH)
+    }
+}
+
+impl std::ops::DerefMut for LazyScratch {
+    fn deref_mut(&mut self) -> &mut RouteScratch {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
 /// The subscription index and routing.
 #[derive(Default)]
 pub struct Router {
