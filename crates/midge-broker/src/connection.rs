@@ -230,12 +230,11 @@ impl Conn {
 
     /// Counts a PUBLISH against `max_inbound_message_rate`; past it the connection stops
     /// reading until the current second is over.
-    fn count_publish(&mut self) {
+    fn count_publish(&mut self, now: Instant) {
         let rate = self.broker.config.max_inbound_message_rate;
         if rate == 0 {
             return;
         }
-        let now = Instant::now();
         let (start, count) = &mut self.publish_window;
         if now.duration_since(*start) >= Duration::from_secs(1) {
             *start = now;
@@ -251,12 +250,14 @@ impl Conn {
         }
     }
 
-    /// Dispatches one packet received after CONNECT.
-    fn handle(&mut self, packet: Packet) -> Result<(), Close> {
+    /// Dispatches one packet received after CONNECT. `now` is the time the packets of
+    /// this read are taken to have arrived: read once per batch, not per PUBLISH.
+    fn handle(&mut self, packet: Packet, now: &mut Option<Instant>) -> Result<(), Close> {
         match packet {
             Packet::Publish(p) => {
-                self.count_publish();
-                self.handle_publish(p)
+                let now = *now.get_or_insert_with(Instant::now);
+                self.count_publish(now);
+                self.handle_publish(p, now)
             }
             Packet::PubAck(a) => self.handle_puback(a),
             Packet::PubRec(a) => self.handle_pubrec(a),
@@ -457,31 +458,35 @@ where
     let max_in = conn.max_packet_in();
     loop {
         // A client over its publish rate is not read (nor its buffered packets handled)
-        // until the rate window ends.
-        while conn.throttle_until.is_none() && conn.read_pause.is_none() {
-            match decode(rbuf, conn.version, max_in) {
-                Ok(Some(packet)) => {
-                    conn.broker
-                        .stats
-                        .messages_received
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::trace!(client = %conn.client_id, "received {:?}", packet.packet_type());
-                    if let Err(close) = conn.handle(packet) {
-                        return close;
+        // until the rate window ends. One clock read serves the PUBLISH packets of this
+        // batch (a read's worth); the block keeps it out of the task's saved state.
+        {
+            let mut now = None;
+            while conn.throttle_until.is_none() && conn.read_pause.is_none() {
+                match decode(rbuf, conn.version, max_in) {
+                    Ok(Some(packet)) => {
+                        conn.broker
+                            .stats
+                            .messages_received
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::trace!(client = %conn.client_id, "received {:?}", packet.packet_type());
+                        if let Err(close) = conn.handle(packet, &mut now) {
+                            return close;
+                        }
                     }
-                }
-                Ok(None) => {
-                    if rbuf.is_empty() {
-                        // Everything read was handled: let the buffer go (packets still
-                        // referring to it keep their part alive). The next read lands in
-                        // the per-thread buffer.
-                        *rbuf = BytesMut::new();
+                    Ok(None) => {
+                        if rbuf.is_empty() {
+                            // Everything read was handled: let the buffer go (packets still
+                            // referring to it keep their part alive). The next read lands in
+                            // the per-thread buffer.
+                            *rbuf = BytesMut::new();
+                        }
+                        break;
                     }
-                    break;
-                }
-                Err(e) => {
-                    tracing::info!(client = %conn.client_id, peer = %conn.peer, "closing: {e}");
-                    return Close::Violation(e.reason_code(), e.to_string());
+                    Err(e) => {
+                        tracing::info!(client = %conn.client_id, peer = %conn.peer, "closing: {e}");
+                        return Close::Violation(e.reason_code(), e.to_string());
+                    }
                 }
             }
         }

@@ -40,7 +40,7 @@ impl Conn {
         }
     }
 
-    pub(crate) fn handle_publish(&mut self, mut p: Publish) -> Result<(), Close> {
+    pub(crate) fn handle_publish(&mut self, mut p: Publish, now: Instant) -> Result<(), Close> {
         let broker = self.broker.clone();
         let config = &broker.config;
         self.broker
@@ -152,7 +152,7 @@ impl Conn {
         let origin = self.session.as_ref().map_or(0, |s| s.id);
         match qos {
             QoS::AtMostOnce => {
-                let msg = Message::from_publish(p, topic, origin, Instant::now());
+                let msg = Message::from_publish(p, topic, origin, now);
                 // Nothing to acknowledge, but a retained message (or its removal) is still
                 // written to the store.
                 drop(self.broker.publish_durable(&msg, &mut self.scratch, None));
@@ -168,14 +168,12 @@ impl Conn {
                         .stats
                         .publish_paced
                         .fetch_add(1, Ordering::Relaxed);
-                    self.read_pause = Some(Box::new((
-                        targets,
-                        Instant::now() + crate::connection::ACK_HOLD_MAX,
-                    )));
+                    self.read_pause =
+                        Some(Box::new((targets, now + crate::connection::ACK_HOLD_MAX)));
                 }
             }
             QoS::AtLeastOnce => {
-                let msg = Message::from_publish(p, topic, origin, Instant::now());
+                let msg = Message::from_publish(p, topic, origin, now);
                 let (n, ticket) = self.broker.publish_durable(&msg, &mut self.scratch, None);
                 let rc = if n == 0 && self.version.is_v5() {
                     ReasonCode::NO_MATCHING_SUBSCRIBERS
@@ -217,9 +215,9 @@ impl Conn {
                     // durable: a resend after a crash is then recognised, never delivered
                     // twice (see `Gate`).
                     let msg = if persistent && self.broker.store.is_some() {
-                        Message::from_publish_gated(p, topic, origin, Instant::now())
+                        Message::from_publish_gated(p, topic, origin, now)
                     } else {
-                        Message::from_publish(p, topic, origin, Instant::now())
+                        Message::from_publish(p, topic, origin, now)
                     };
                     // The packet identifier is kept with the message, in one commit.
                     let held = persistent.then(|| midge_store::Op::AddInboundQos2 {
