@@ -13,7 +13,7 @@ use crate::session::SessionState;
 use crate::session::{SessionCell, Sessions};
 use crate::sys::Stats;
 use crate::tls::TlsListener;
-use midge_proto::{topic, ByteStr, Properties, QoS, ReasonCode};
+use midge_proto::{topic, ByteStr, QoS, ReasonCode};
 use midge_store::{CommitTicket, Op, SessionRecord, SessionStore, WillRecord};
 use parking_lot::RwLock;
 use std::net::SocketAddr;
@@ -382,7 +382,7 @@ impl BrokerInner {
             payload: bytes::Bytes::from(payload),
             qos: QoS::AtMostOnce,
             retain,
-            properties: Properties::default(),
+            properties: None,
             expires_at: None,
             origin: 0,
             gate: None,

@@ -24,8 +24,10 @@ pub struct Message {
     pub retain: bool,
     /// Properties forwarded to subscribers (5.0): payload format, content type, response
     /// topic, correlation data, user properties. Topic alias, subscription identifiers and
-    /// message expiry are per delivery and never kept here.
-    pub properties: Properties,
+    /// message expiry are per delivery and never kept here. `None` when there are none (all
+    /// 3.1.1 messages and most 5.0 ones): boxed, so that a message (a retained one, one
+    /// queued for many sessions) does not carry a full `Properties` inline.
+    pub properties: Option<Box<Properties>>,
     /// When the message expires (from its Message Expiry Interval).
     pub expires_at: Option<Instant>,
     /// The session that published it (for no-local); 0 for messages the broker makes.
@@ -142,7 +144,7 @@ impl Message {
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
-            properties,
+            properties: (!properties.is_empty()).then(|| Box::new(properties)),
             expires_at,
             origin,
             gate,

@@ -49,7 +49,10 @@ pub fn message_record(msg: &Message) -> Arc<MessageRecord> {
         payload: msg.payload.clone(),
         qos: msg.qos.as_u8(),
         retain: msg.retain,
-        properties: MessageProperties::from_properties(&msg.properties),
+        properties: msg.properties.as_deref().map_or_else(
+            MessageProperties::default,
+            MessageProperties::from_properties,
+        ),
         expires_at: msg.expires_at.map(|at| to_millis(at, now, now_ms)),
     })
 }
@@ -63,7 +66,7 @@ pub fn message_from_record(rec: &MessageRecord, origin: SessionId) -> Arc<Messag
         payload: rec.payload.clone(),
         qos: QoS::from_u8(rec.qos).unwrap_or(QoS::AtMostOnce),
         retain: rec.retain,
-        properties: rec.properties.to_properties(),
+        properties: Some(Box::new(rec.properties.to_properties())).filter(|p| !p.is_empty()),
         expires_at: rec.expires_at.map(|ms| to_instant(ms, now, now_ms)),
         origin,
         gate: None,

@@ -264,7 +264,9 @@ impl Conn {
         let mut properties = Properties::default();
         let mut new_alias = None;
         if self.version.is_v5() {
-            properties = msg.properties.clone();
+            if let Some(p) = &msg.properties {
+                properties = (**p).clone();
+            }
             properties.message_expiry_interval = msg.remaining_expiry(Instant::now());
             properties
                 .subscription_identifiers
