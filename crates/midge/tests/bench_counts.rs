@@ -130,6 +130,54 @@ fn conn_spreads_connections_over_source_addresses() {
     assert_eq!(v["connect_failed"], 0, "{v}");
 }
 
+/// `--processes 3`: three load processes, each with its own share and index range (no
+/// two with one client identifier: the broker would close one of them, counted as
+/// `closed_early`), summed into one summary.
+#[test]
+fn conn_over_several_processes_opens_every_connection_once() {
+    let broker = Broker::start();
+    let pid = broker.child.id().to_string();
+    let v = run_json(broker.bench(&[
+        "conn",
+        "-c",
+        "60",
+        "--processes",
+        "3",
+        "--hold",
+        "0",
+        "--broker-pid",
+        &pid,
+    ]));
+    assert_eq!(v["processes"], 3, "{v}");
+    assert_eq!(v["connected"], 60, "{v}");
+    assert_eq!(v["connect_failed"], 0, "{v}");
+    assert_eq!(v["closed_early"], 0, "{v}");
+    assert!(v["bench_rss_kb"].as_u64().is_some_and(|kb| kb > 0), "{v}");
+    assert!(
+        v["broker_rss_after_kb"].as_u64().is_some_and(|kb| kb > 0),
+        "{v}"
+    );
+}
+
+/// With an open-files limit too low for `-c` in one process, `conn` spreads the load over
+/// as many processes as it needs, by itself.
+#[test]
+fn conn_splits_itself_when_one_process_may_not_open_enough_files() {
+    use std::os::unix::process::CommandExt;
+    let broker = Broker::start();
+    let mut cmd = broker.bench(&["conn", "-c", "400", "--hold", "0"]);
+    // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, 200, 200));
+    }
+    let v = run_json(cmd);
+    // 200 files less 64 kept aside: 136 connections a process, so 3 processes.
+    assert_eq!(v["processes"], 3, "{v}");
+    assert_eq!(v["connected"], 400, "{v}");
+    assert_eq!(v["connect_failed"], 0, "{v}");
+    assert_eq!(v["closed_early"], 0, "{v}");
+}
+
 #[test]
 fn pubsub_counts_are_exact_at_every_qos_and_version() {
     let broker = Broker::start();

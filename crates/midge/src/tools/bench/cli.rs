@@ -139,6 +139,15 @@ pub struct ConnArgs {
     /// The broker's process id on this machine: report its RSS before and after.
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// Load processes to spread the connections over (0: as many as this process's
+    /// open-files limit calls for, usually 1). Each gets its share of `-c`, its own index
+    /// range and, towards a loopback broker past ~28,000 connections with no --ifaddr, its
+    /// own source address; the summary adds them up.
+    #[arg(long, default_value_t = 0)]
+    pub processes: u32,
+    /// Internal (one process of a split load): hold until stdin closes.
+    #[arg(long, hide = true)]
+    pub until_stdin_closes: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,6 +9,7 @@ mod cli;
 mod connection;
 mod publisher;
 mod run;
+mod split;
 mod stats;
 mod subscriber;
 
@@ -36,7 +37,22 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Sub(a) => (a.common.json, a.clients),
         Command::Pubsub(a) => (a.common.json, a.pubs + a.subs),
     };
-    raise_fd_limit(u64::from(clients));
+    let fd_limit = raise_fd_limit();
+    // `conn` spreads its connections over several processes when one may not open them
+    // all (split.rs); the other commands warn (then run several with `--start-index`).
+    let split = match &cli.command {
+        Command::Conn(a) => split::processes_for(a, fd_limit),
+        _ => {
+            let clients = u64::from(clients);
+            if let Some(limit) = fd_limit.filter(|l| *l < clients + 32) {
+                eprintln!(
+                    "midge bench: {clients} connections but only {limit} open files per \
+                     process; split the load over several processes (see --start-index, --ifaddr)"
+                );
+            }
+            1
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,6 +65,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Conn(a) if split > 1 => split::conn(a, split).await,
             Command::Conn(a) => run::conn(a).await,
             Command::Pub(a) => run::publish(a).await,
             Command::Sub(a) => run::subscribe(a).await,
@@ -73,15 +90,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-/// Raises the soft open-files limit to the hard one, and warns when even that is too low
-/// for `clients` connections (then run several processes with `--start-index`).
-fn raise_fd_limit(clients: u64) {
+/// Raises the soft open-files limit to the hard one and returns it.
+fn raise_fd_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) if limit < clients + 32 => eprintln!(
-            "midge bench: {clients} connections but only {limit} open files per process; \
-             split the load over several processes (see --start-index, --ifaddr)"
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!("midge bench: cannot raise the open-files limit: {e}"),
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            eprintln!("midge bench: cannot raise the open-files limit: {e}");
+            None
+        }
     }
 }

@@ -390,8 +390,23 @@ pub async fn conn(a: ConnArgs) -> anyhow::Result<Summary> {
             run.stats.connected.load(Relaxed)
         );
     }
-    let hold = Arc::new(AtomicBool::new(false));
-    let _ = stop_after(a.hold, hold.clone()).await;
+    if a.until_stdin_closes {
+        // One process of a split load (split.rs): tell the parent, hold until it says.
+        eprintln!(
+            "{}{}",
+            super::split::READY,
+            run.stats.connected.load(Relaxed)
+        );
+        let mut sink = Vec::new();
+        let mut stdin = tokio::io::stdin();
+        tokio::select! {
+            _ = tokio::io::AsyncReadExt::read_to_end(&mut stdin, &mut sink) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    } else {
+        let hold = Arc::new(AtomicBool::new(false));
+        let _ = stop_after(a.hold, hold.clone()).await;
+    }
     s.bench_rss_kb = rss_kb(std::process::id());
     if let Some(pid) = a.broker_pid {
         s.broker_rss_after_kb = rss_kb(pid);

@@ -170,9 +170,12 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_connection_bytes: Option<f64>,
     /// This process's own VmRSS with every connection open (conn): what one process of
-    /// load costs per connection.
+    /// load costs per connection. Over several processes, their sum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bench_rss_kb: Option<u64>,
+    /// The load processes `conn` ran (only when more than one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u32>,
 }
 
 impl Summary {
@@ -236,7 +239,14 @@ impl Summary {
             self.text_messages(&mut s);
         }
         if let Some(kb) = self.bench_rss_kb {
-            let _ = writeln!(s, "  load RSS     {kb} kB (this process)");
+            match self.processes {
+                Some(n) => {
+                    let _ = writeln!(s, "  load RSS     {kb} kB ({n} load processes)");
+                }
+                None => {
+                    let _ = writeln!(s, "  load RSS     {kb} kB (this process)");
+                }
+            }
         }
         if let (Some(before), Some(after)) = (self.broker_rss_before_kb, self.broker_rss_after_kb) {
             let _ = writeln!(
