@@ -95,8 +95,9 @@ pub(crate) enum Close {
     PeerGone,
     /// A protocol violation: 5.0 clients get DISCONNECT with this code; will goes.
     Violation(ReasonCode, String),
-    /// Another connection took the session: DISCONNECT 0x8E; answer when detached.
-    TakenOver(Option<oneshot::Sender<()>>),
+    /// Another connection took the session: DISCONNECT 0x8E; answer (every connection
+    /// that asked) when detached.
+    TakenOver(Vec<oneshot::Sender<()>>),
     /// Closed by the broker (administrative action) with this code.
     Kicked(ReasonCode),
     /// Keep-alive expired: will goes.
@@ -491,7 +492,7 @@ where
             }
         }
         match conn.drain_queue(&cell) {
-            Some(Control::TakeOver(ack)) => return Close::TakenOver(Some(ack)),
+            Some(Control::TakeOver(acks)) => return Close::TakenOver(acks),
             Some(Control::Close(rc)) => return Close::Kicked(rc),
             Some(Control::Shutdown) => return Close::Shutdown,
             None => {}
@@ -695,7 +696,9 @@ async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: C
         conn.broker.stats.client_disconnected();
         tracing::info!(client = %conn.client_id, peer = %conn.peer, "client disconnected ({close:?})");
     }
-    if let Close::TakenOver(Some(ack)) = close {
-        let _ = ack.send(());
+    if let Close::TakenOver(acks) = close {
+        for ack in acks {
+            let _ = ack.send(());
+        }
     }
 }

@@ -66,9 +66,9 @@ pub struct StoredSubscription {
 /// Requests to the connection attached to a session.
 #[derive(Debug)]
 pub enum Control {
-    /// Another connection with the same client ID arrived: send DISCONNECT 0x8E (5.0),
-    /// close, then answer.
-    TakeOver(oneshot::Sender<()>),
+    /// Other connections with the same client ID arrived: send DISCONNECT 0x8E (5.0),
+    /// close, then answer each.
+    TakeOver(Vec<oneshot::Sender<()>>),
     /// Close the connection with this reason code (5.0 DISCONNECT).
     Close(ReasonCode),
     /// The broker is shutting down (5.0 DISCONNECT 0x8B).
@@ -290,14 +290,18 @@ impl SessionCell {
     }
 
     /// Asks the attached connection, if any, to go (`Control`): it takes the request the
-    /// next time it looks at the queue, which `notify` makes it do at once. A request
-    /// already waiting is replaced (dropping a takeover's answer tells its sender to look
-    /// again). Returns whether a connection was attached.
+    /// next time it looks at the queue, which `notify` makes it do at once. Takeovers that
+    /// meet are merged (each is answered); otherwise the newer request replaces the one
+    /// waiting, whose takeover answers are dropped: that tells their senders to look again.
+    /// Returns whether a connection was attached.
     pub fn request(&self, st: &mut SessionState, control: Control) -> bool {
         let Some(link) = st.conn.as_mut() else {
             return false;
         };
-        link.request = Some(control);
+        match (&mut link.request, control) {
+            (Some(Control::TakeOver(waiting)), Control::TakeOver(more)) => waiting.extend(more),
+            (slot, control) => *slot = Some(control),
+        }
         self.notify.notify_one();
         true
     }

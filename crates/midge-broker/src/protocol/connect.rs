@@ -272,7 +272,7 @@ impl Conn {
             // 0x8E) and detaches before we go on [MQTT-3.1.4-3].
             if let Some(old) = self.broker.sessions.get(&self.client_id) {
                 let (ack_tx, ack_rx) = oneshot::channel();
-                if old.request(&mut old.state.lock(), Control::TakeOver(ack_tx)) {
+                if old.request(&mut old.state.lock(), Control::TakeOver(vec![ack_tx])) {
                     // Answered when the old connection has closed; or the request is
                     // dropped unanswered when it detached without seeing it (it was
                     // already closing) or another takeover replaced it: either way, look
