@@ -115,6 +115,14 @@ pub(crate) struct HeldAck {
     pub deadline: Instant,
     /// The store commit that must be durable first.
     pub ticket: Option<midge_store::CommitTicket>,
+    /// Retained messages to queue once this (a SUBACK) is sent.
+    pub then: Option<Box<RetainedAfter>>,
+}
+
+/// The retained messages a SUBSCRIBE brings, queued after its SUBACK.
+pub(crate) struct RetainedAfter {
+    pub filters: Vec<(ByteStr, midge_proto::QoS)>,
+    pub sub_id: Option<u32>,
 }
 
 /// Congested subscribers a QoS 0 publisher waits for, and until when.

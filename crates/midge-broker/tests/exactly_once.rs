@@ -7,125 +7,9 @@
 
 mod common;
 
+use common::hold::{held_write_arrives, start, HoldEngine};
 use common::*;
-use midge_broker::{Broker, Config};
 use midge_proto::{Packet, PubResp, QoS};
-use midge_store::engine::memory::MemoryEngine;
-use midge_store::engine::{Engine, EngineError, Visit, Write};
-use midge_store::{Durability, SessionStore, Store, StoreOptions, Table};
-use parking_lot::{Condvar, Mutex};
-use std::sync::Arc;
-
-/// What the test tells the engine, and what it reports back.
-#[derive(Default)]
-struct HoldState {
-    /// Writes block while this is set.
-    hold: bool,
-    /// Writes that have reached the engine while held.
-    arrived: usize,
-}
-
-/// A memory engine whose writes wait while the test holds them.
-#[derive(Clone, Default)]
-struct HoldEngine {
-    inner: MemoryEngine,
-    state: Arc<(Mutex<HoldState>, Condvar)>,
-}
-
-impl HoldEngine {
-    /// Holds writes until the returned guard is dropped (also when a test fails: the
-    /// store's writer must not stay blocked, or the runtime never shuts down).
-    fn hold(&self) -> Held {
-        self.state.0.lock().hold = true;
-        Held(self.clone())
-    }
-
-    /// Blocks (call it on a blocking thread) until a write is waiting.
-    fn wait_for_held_write(&self) {
-        let (lock, cv) = &*self.state;
-        let mut st = lock.lock();
-        while st.arrived == 0 {
-            cv.wait(&mut st);
-        }
-    }
-}
-
-/// Releases the held writes when dropped.
-struct Held(HoldEngine);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.state.0.lock().hold = false;
-        self.0.state.1.notify_all();
-    }
-}
-
-impl Engine for HoldEngine {
-    fn name(&self) -> &'static str {
-        "held memory"
-    }
-
-    fn write(&self, batch: &[Write]) -> Result<(), EngineError> {
-        {
-            let (lock, cv) = &*self.state;
-            let mut st = lock.lock();
-            if st.hold {
-                st.arrived += 1;
-                cv.notify_all();
-                while st.hold {
-                    cv.wait(&mut st);
-                }
-            }
-        }
-        self.inner.write(batch)
-    }
-
-    fn sync(&self) -> Result<(), EngineError> {
-        self.inner.sync()
-    }
-
-    fn crash_safe_without_sync(&self) -> bool {
-        true
-    }
-
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.inner.get(table, key)
-    }
-
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        start: &[u8],
-        visit: Visit<'_>,
-    ) -> Result<(), EngineError> {
-        self.inner.scan(table, prefix, start, visit)
-    }
-
-    fn last_key(&self, table: Table) -> Result<Option<Vec<u8>>, EngineError> {
-        self.inner.last_key(table)
-    }
-}
-
-async fn start(engine: &HoldEngine) -> TestBroker {
-    let store = Store::with_engine(
-        engine.clone(),
-        std::path::Path::new("held-memory"),
-        StoreOptions {
-            durability: Durability::Always,
-        },
-    )
-    .expect("store opens");
-    let config: Config = test_config("127.0.0.1:0".parse().expect("address"));
-    let broker = Broker::start_with_store(config, Arc::new(store) as Arc<dyn SessionStore>)
-        .await
-        .expect("broker starts");
-    let addr = broker.local_addrs()[0];
-    TestBroker {
-        broker: Some(broker),
-        addr,
-    }
-}
 
 /// Sends a QoS 2 PUBLISH and does not wait for PUBREC.
 async fn send_qos2(client: &mut TestClient, topic: &str, payload: &str) -> u16 {
@@ -134,17 +18,6 @@ async fn send_qos2(client: &mut TestClient, topic: &str, payload: &str) -> u16 {
     let id = p.packet_id;
     client.send(&Packet::Publish(p)).await;
     id
-}
-
-async fn held_write_arrives(engine: &HoldEngine) {
-    let e = engine.clone();
-    tokio::time::timeout(
-        RECV_TIMEOUT,
-        tokio::task::spawn_blocking(move || e.wait_for_held_write()),
-    )
-    .await
-    .expect("the publisher's commit reaches the store")
-    .expect("waiting thread");
 }
 
 /// [MQTT-4.3.3-10]: the receiver of a QoS 2 PUBLISH must not deliver it onward again

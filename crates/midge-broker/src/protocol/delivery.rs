@@ -2,7 +2,7 @@
 //! window, with per-delivery properties (expiry left, subscription identifiers, topic
 //! alias) and the client's maximum packet size.
 
-use crate::connection::{Conn, HeldAck, ACK_HOLD_MAX, WRITE_HIGH_WATER};
+use crate::connection::{Conn, HeldAck, RetainedAfter, ACK_HOLD_MAX, WRITE_HIGH_WATER};
 use crate::router::DeliveryTarget;
 use crate::session::{Control, Inflight, Queued, SessionCell, SessionState, Stage, PAGE};
 use midge_proto::{encoded_len, ByteStr, Packet, Properties, PubResp, Publish, QoS};
@@ -139,6 +139,31 @@ impl Conn {
         self.acknowledge_after(packet, None);
     }
 
+    /// Sends `packet` (SUBACK, UNSUBACK) once `ticket` is durable, in order with the
+    /// acknowledgements already held; at once when there is neither. Then queues the
+    /// retained messages in `then` (a SUBSCRIBE's), so that they follow the SUBACK.
+    pub(crate) fn send_after(
+        &mut self,
+        packet: Packet,
+        ticket: Option<CommitTicket>,
+        then: Option<Box<RetainedAfter>>,
+    ) {
+        if self.held_acks.is_empty() && ticket.is_none() {
+            self.send(&packet);
+            if let Some(r) = then {
+                self.queue_retained_for(*r);
+            }
+            return;
+        }
+        self.held_acks.push_back(HeldAck {
+            packet,
+            waiting: Vec::new(),
+            deadline: Instant::now() + ACK_HOLD_MAX,
+            ticket,
+            then,
+        });
+    }
+
     /// As [`Conn::acknowledge`], and not before `ticket` (the message's store commit) is
     /// durable: a QoS 1/2 PUBLISH is acknowledged only once nothing can lose it.
     pub(crate) fn acknowledge_after(&mut self, packet: Packet, ticket: Option<CommitTicket>) {
@@ -158,6 +183,7 @@ impl Conn {
             waiting,
             deadline: Instant::now() + ACK_HOLD_MAX,
             ticket,
+            then: None,
         });
     }
 
@@ -186,6 +212,9 @@ impl Conn {
             }
             if let Some(held) = self.held_acks.pop_front() {
                 self.send(&held.packet);
+                if let Some(r) = held.then {
+                    self.queue_retained_for(*r);
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! SUBSCRIBE and SUBACK, and the retained messages a new subscription receives.
 
 use crate::auth::Authorizer;
-use crate::connection::{Close, Conn};
+use crate::connection::{Close, Conn, RetainedAfter};
 use crate::router::{SubIds, SubKey, Subscriber};
 use crate::session::StoredSubscription;
 use midge_proto::{
@@ -138,22 +138,53 @@ impl Conn {
                 retained_for.push((filter.clone(), granted));
             }
         }
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            reason_codes: codes,
-            properties: Default::default(),
-        }));
-        if !store_ops.is_empty() {
-            self.broker.commit_detached(store_ops);
-        }
-        for (filter, granted) in retained_for {
-            self.queue_retained(&filter, granted, sub_id);
-        }
+        // A persistent session's subscriptions are durable before SUBACK: a client that got
+        // SUBACK does not subscribe again after a reconnect, so a subscription lost in a
+        // crash would lose its messages silently. The retained messages follow SUBACK.
+        let ticket = if store_ops.is_empty() {
+            None
+        } else {
+            self.broker.commit(store_ops)
+        };
+        let then = (!retained_for.is_empty()).then(|| {
+            Box::new(RetainedAfter {
+                filters: retained_for,
+                sub_id,
+            })
+        });
+        self.send_after(
+            Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                reason_codes: codes,
+                properties: Default::default(),
+            }),
+            ticket,
+            then,
+        );
         Ok(())
     }
 
-    /// Queues every retained message matching `filter`, RETAIN set [MQTT-3.3.1-8].
-    fn queue_retained(&mut self, filter: &ByteStr, granted: QoS, sub_id: Option<u32>) {
+    /// Queues the retained messages a SUBSCRIBE brings (after its SUBACK).
+    pub(crate) fn queue_retained_for(&mut self, r: RetainedAfter) {
+        let mut ops = Vec::new();
+        for (filter, granted) in &r.filters {
+            self.queue_retained(filter, *granted, r.sub_id, &mut ops);
+        }
+        if !ops.is_empty() {
+            // Copies of retained messages (themselves stored): not waited for.
+            self.broker.commit_detached(ops);
+        }
+    }
+
+    /// Queues every retained message matching `filter`, RETAIN set [MQTT-3.3.1-8]; a
+    /// persistent session's copies go into `ops`.
+    fn queue_retained(
+        &mut self,
+        filter: &ByteStr,
+        granted: QoS,
+        sub_id: Option<u32>,
+        ops: &mut Vec<midge_store::Op>,
+    ) {
         let Some(cell) = self.session.clone() else {
             return;
         };
@@ -174,12 +205,11 @@ impl Conn {
             // A persistent session keeps its copy of the retained message too.
             if !durable.is_empty() {
                 if let Some(store) = &self.broker.store {
-                    let op = midge_store::Op::Enqueue {
+                    ops.push(midge_store::Op::Enqueue {
                         message_id: store.next_message_id(),
                         message: crate::persist::message_record(&msg),
                         deliveries: std::mem::take(&mut durable),
-                    };
-                    self.broker.commit_detached(vec![op]);
+                    });
                 }
             }
         }

@@ -9,17 +9,17 @@ impl Conn {
             return Err(Close::PeerGone);
         };
         let mut codes = Vec::with_capacity(u.filters.len());
+        let mut ops = Vec::new();
         for filter in &u.filters {
             let (existed, persistent) = {
                 let mut st = cell.state.lock();
                 (st.subscriptions.remove(filter).is_some(), st.persistent)
             };
             if existed && persistent {
-                self.broker
-                    .commit_detached(vec![midge_store::Op::DeleteSubscription {
-                        client: cell.client_id.clone(),
-                        filter: filter.clone(),
-                    }]);
+                ops.push(midge_store::Op::DeleteSubscription {
+                    client: cell.client_id.clone(),
+                    filter: filter.clone(),
+                });
             }
             if existed {
                 self.broker.unroute(cell.id, filter);
@@ -28,12 +28,23 @@ impl Conn {
                 codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
             }
         }
-        // UNSUBACK even when nothing was removed [MQTT-3.10.4-5].
-        self.send(&Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            reason_codes: codes,
-            properties: Default::default(),
-        }));
+        // UNSUBACK even when nothing was removed [MQTT-3.10.4-5], once the removal is
+        // durable: after UNSUBACK no new message may be added for the subscription
+        // [MQTT-3.10.4-2], not even by a broker restarted after a crash.
+        let ticket = if ops.is_empty() {
+            None
+        } else {
+            self.broker.commit(ops)
+        };
+        self.send_after(
+            Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                reason_codes: codes,
+                properties: Default::default(),
+            }),
+            ticket,
+            None,
+        );
         Ok(())
     }
 }

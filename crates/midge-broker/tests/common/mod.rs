@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod hold;
+
 use bytes::{Bytes, BytesMut};
 use midge_broker::{Broker, Config, ListenerConfig};
 use midge_proto::{
