@@ -450,6 +450,22 @@ impl BrokerInner {
         }
     }
 
+    /// Asks every connection whose client sent nothing for 1.5 times its keep-alive to
+    /// close [MQTT-3.1.2-24]. One pass over the sessions replaces a timer per connection
+    /// (docs/design/idle-memory.md): O(sessions) every `KEEP_ALIVE_SWEEP`.
+    pub fn sweep_keep_alive(&self, now: Instant) {
+        for cell in self.sessions.all() {
+            let mut st = cell.state.lock();
+            let expired = st.conn.as_ref().is_some_and(|l| {
+                !l.keep_alive.is_zero()
+                    && now.saturating_duration_since(l.last_read) >= l.keep_alive
+            });
+            if expired {
+                cell.request(&mut st, crate::session::Control::KeepAliveTimeout);
+            }
+        }
+    }
+
     /// Called when a connection leaves its session: sends or schedules the will and
     /// schedules the end of the session.
     pub fn detach(
@@ -563,6 +579,24 @@ impl BrokerInner {
 }
 
 /// Opens the store and loads it (blocking work, off the async threads).
+/// How often the keep-alive sweep runs: a silent client is closed between 1.5 times its
+/// keep-alive and that plus this.
+const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(500);
+
+/// Runs the keep-alive sweep until the broker is gone or shutting down.
+async fn keep_alive_sweep(broker: std::sync::Weak<BrokerInner>) {
+    let mut ticker = tokio::time::interval(KEEP_ALIVE_SWEEP);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        if *b.shutdown.borrow() {
+            return;
+        }
+        b.sweep_keep_alive(Instant::now());
+    }
+}
+
 async fn open_store(
     p: &crate::config::Persistence,
 ) -> Result<(Arc<dyn SessionStore>, midge_store::Recovered), StartError> {
@@ -707,6 +741,7 @@ impl Broker {
         if !sys_interval.is_zero() {
             tokio::spawn(crate::sys::run(Arc::downgrade(&inner), sys_interval));
         }
+        tokio::spawn(keep_alive_sweep(Arc::downgrade(&inner)));
         Ok(Broker {
             inner,
             local_addrs,

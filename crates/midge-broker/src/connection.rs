@@ -140,6 +140,8 @@ pub(crate) struct Conn {
     /// Length of the last batch written: a write buffer made after the last one was given
     /// back starts that large, so a busy subscriber's is not regrown for every batch.
     pub wbuf_last: u32,
+    /// Something was read since `drain_queue` last recorded it for the keep-alive sweep.
+    pub read_since_drain: bool,
     pub version: ProtocolVersion,
     pub client_id: ByteStr,
     pub username: Option<ByteStr>,
@@ -193,6 +195,7 @@ impl Conn {
             listener: client.listener,
             wbuf: BytesMut::new(),
             wbuf_last: 0,
+            read_since_drain: false,
             version: ProtocolVersion::V311,
             client_id: ByteStr::new(),
             username: None,
@@ -452,18 +455,16 @@ where
     if *conn.broker.shutdown.borrow() {
         return Close::Shutdown;
     }
-    // 1.5 times the keep-alive [MQTT-3.1.2-24]; zero disables the check.
-    let keep_alive = conn.keep_alive + conn.keep_alive / 2;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-    let mut ka_deadline = if keep_alive.is_zero() {
-        far
-    } else {
-        Instant::now() + keep_alive
-    };
-    // One timer for the keep-alive and the end of a throttling window. A read only moves
-    // `ka_deadline`; the timer catches up when it fires, so reads touch no timer.
-    let timer = tokio::time::sleep_until(ka_deadline);
-    tokio::pin!(timer);
+    // The keep-alive is checked by the broker's sweep (`BrokerInner::sweep_keep_alive`),
+    // not by a timer per connection: 1.5 times the keep-alive [MQTT-3.1.2-24], zero
+    // disables the check. The connection records when it last read (`drain_queue`).
+    {
+        let mut st = cell.state.lock();
+        if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn.conn_id) {
+            link.keep_alive = conn.keep_alive + conn.keep_alive / 2;
+            link.last_read = Instant::now();
+        }
+    }
     let max_in = conn.max_packet_in();
     loop {
         // A client over its publish rate is not read (nor its buffered packets handled)
@@ -503,6 +504,10 @@ where
             Some(Control::TakeOver(acks)) => return Close::TakenOver(acks),
             Some(Control::Close(rc)) => return Close::Kicked(rc),
             Some(Control::Shutdown) => return Close::Shutdown,
+            Some(Control::KeepAliveTimeout) => {
+                tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
+                return Close::KeepAliveTimeout;
+            }
             None => {}
         }
         conn.release_held_acks();
@@ -521,12 +526,6 @@ where
             conn.wbuf = BytesMut::new();
         } else if !conn.wbuf.is_empty() {
             conn.wbuf_last = conn.wbuf.len().min(WRITE_HIGH_WATER) as u32;
-        }
-        let wake_at = conn
-            .throttle_until
-            .map_or(ka_deadline, |t| t.min(ka_deadline));
-        if wake_at < timer.deadline() {
-            timer.as_mut().reset(wake_at);
         }
         let held = conn.held_ack_wait().or_else(|| {
             let (targets, deadline) = &**conn.read_pause.as_ref()?;
@@ -555,6 +554,14 @@ where
                 None
             })
         });
+        // The end of a throttling window (`max_inbound_message_rate`): rare, so boxed.
+        let mut throttle = conn
+            .throttle_until
+            .map(|t| Box::pin(tokio::time::sleep_until(t)));
+        let throttled = std::future::poll_fn(move |cx| match throttle.as_mut() {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        });
         let room = std::future::poll_fn(move |cx| match room_box.as_mut() {
             Some(f) => f.as_mut().poll(cx),
             None => Poll::Pending,
@@ -578,9 +585,7 @@ where
                 Ok(0) | Err(_) => return Close::PeerGone,
                 Ok(n) => {
                     conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
-                    if !keep_alive.is_zero() {
-                        ka_deadline = Instant::now() + keep_alive;
-                    }
+                    conn.read_since_drain = true;
                 }
             },
             _ = notified => {}
@@ -597,17 +602,7 @@ where
                     }
                 }
             }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if now >= ka_deadline {
-                    tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
-                    return Close::KeepAliveTimeout;
-                }
-                if conn.throttle_until.is_some_and(|t| t <= now) {
-                    conn.throttle_until = None;
-                }
-                timer.as_mut().reset(ka_deadline);
-            }
+            () = throttled => conn.throttle_until = None,
         }
     }
 }

@@ -73,6 +73,8 @@ pub enum Control {
     Close(ReasonCode),
     /// The broker is shutting down (5.0 DISCONNECT 0x8B).
     Shutdown,
+    /// Nothing came from the client for 1.5 times its keep-alive (5.0 DISCONNECT 0x8D).
+    KeepAliveTimeout,
 }
 
 /// The link from a session to the connection attached to it.
@@ -84,6 +86,11 @@ pub enum Control {
 pub struct ConnLink {
     pub conn_id: u64,
     pub request: Option<Control>,
+    /// 1.5 times the client's keep-alive (zero: not checked) [MQTT-3.1.2-24].
+    pub keep_alive: Duration,
+    /// When the connection last read something from its client (moved forward when it
+    /// next looks at its queue). The broker's keep-alive sweep compares the two.
+    pub last_read: tokio::time::Instant,
 }
 
 /// Bounds copied from the configuration when the session is made.

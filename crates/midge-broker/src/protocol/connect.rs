@@ -262,6 +262,9 @@ impl Conn {
         let mut link = Some(ConnLink {
             conn_id: self.conn_id,
             request: None,
+            // Set when the main loop starts (`connection::serve`).
+            keep_alive: Duration::ZERO,
+            last_read: tokio::time::Instant::now(),
         });
         // Each failed attempt means another connection attached in between, which the next
         // attempt takes over in turn: a crowd of connections with one client ID gets through

@@ -37,6 +37,10 @@ impl Conn {
             if let Some(request) = link.request.take() {
                 return Some(request);
             }
+            if self.read_since_drain {
+                link.last_read = now;
+                self.read_since_drain = false;
+            }
         }
         if st.unsent_resends > 0 {
             self.resend_marked(&mut st, window);
