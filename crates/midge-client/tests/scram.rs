@@ -3,26 +3,23 @@
 //! broker's own SCRAM state machine, `midge_broker::auth::scram::ScramServer`, for the
 //! messages), so that each test can also break the exchange where it wants to.
 //! No sleeps: every wait is for a packet, a connection or a result, bounded by `WAIT`.
+mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use midge_broker::auth::scram::{ScramCredentials, ScramServer, ServerNonce};
 use midge_client::{
     AuthError, Client, ConnectOptions, Error, Messages, ProtocolVersion, QoS, Reconnect,
     ScramSha256,
 };
-use midge_proto::{
-    decode, encode, Auth, ConnAck, Connect, Disconnect, Packet, Properties, PubResp, ReasonCode,
-};
+use midge_proto::{Auth, ConnAck, Connect, Disconnect, Packet, Properties, PubResp, ReasonCode};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(10);
 const METHOD: &str = "SCRAM-SHA-256";
-const V5: ProtocolVersion = ProtocolVersion::V5;
 
 /// The users the scripted server knows: "alice" (password "wonderland") at 4096
 /// iterations, and "low" ("wonderland") at 1000, below what a client may accept.
@@ -69,48 +66,16 @@ impl FakeServer {
             .await
             .expect("a connection in time")
             .unwrap();
-        let mut peer = Peer {
-            stream,
-            buf: BytesMut::new(),
-        };
-        let Packet::Connect(connect) = peer.recv().await else {
-            panic!("expected CONNECT")
-        };
-        (peer, *connect)
+        let mut peer = Peer::new(stream, WAIT);
+        let connect = peer.recv_connect().await;
+        (peer, connect)
     }
 }
 
 /// The server's end of one connection.
-struct Peer {
-    stream: TcpStream,
-    buf: BytesMut,
-}
+type Peer = common::Peer<TcpStream>;
 
 impl Peer {
-    async fn recv(&mut self) -> Packet {
-        tokio::time::timeout(WAIT, self.try_recv())
-            .await
-            .expect("a packet in time")
-            .expect("a packet, not end of stream")
-    }
-
-    async fn try_recv(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(p) = decode(&mut self.buf, V5, usize::MAX).expect("decodes") {
-                return Some(p);
-            }
-            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        encode(&packet, V5, &mut out);
-        self.stream.write_all(&out).await.unwrap();
-    }
-
     /// Expects AUTH from the client with `reason` and the SCRAM method [MQTT-4.12.0-5];
     /// returns its data.
     async fn recv_auth(&mut self, reason: ReasonCode) -> Vec<u8> {

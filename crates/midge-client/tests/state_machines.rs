@@ -4,24 +4,20 @@
 //!
 //! Time is paused (`start_paused`): a `timeout` used to show that nothing arrives
 //! advances the clock instantly once every task is idle, so nothing here sleeps.
+mod common;
 
-use bytes::BytesMut;
 use midge_client::transport::{BoxTransport, ConnectFuture};
-use midge_client::{
-    Client, ConnectOptions, Connector, Error, Message, Messages, ProtocolVersion, QoS, Reconnect,
-};
+use midge_client::{Client, ConnectOptions, Connector, Error, Message, Messages, QoS, Reconnect};
 use midge_proto::{
-    decode, encode, ConnAck, Connect, Disconnect, Packet, Properties, PubResp, Publish, ReasonCode,
-    SubAck,
+    ConnAck, Connect, Disconnect, Packet, Properties, PubResp, Publish, ReasonCode, SubAck,
 };
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 
-const V5: ProtocolVersion = ProtocolVersion::V5;
 /// Paused time: generous, costs nothing.
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -74,10 +70,7 @@ fn fake() -> (ConnectOptions, Listener) {
 }
 
 /// The server's end of one connection.
-struct Server {
-    stream: DuplexStream,
-    buf: BytesMut,
-}
+type Server = common::Peer<DuplexStream>;
 
 impl Listener {
     /// Accepts the next connection: reads CONNECT, answers with `connack`.
@@ -86,47 +79,18 @@ impl Listener {
             .await
             .expect("a connection in time")
             .expect("connector alive");
-        let mut server = Server {
-            stream,
-            buf: BytesMut::new(),
-        };
-        let Packet::Connect(connect) = server.recv().await else {
-            panic!("expected CONNECT")
-        };
+        let mut server = Server::new(stream, WAIT);
+        let connect = server.recv_connect().await;
         server.send(Packet::ConnAck(connack)).await;
-        (server, *connect)
+        (server, connect)
     }
 }
 
 impl Server {
-    async fn recv(&mut self) -> Packet {
-        tokio::time::timeout(WAIT, self.try_recv())
-            .await
-            .expect("a packet in time")
-            .expect("a packet, not end of stream")
-    }
-
-    async fn try_recv(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(p) = decode(&mut self.buf, V5, usize::MAX).expect("decodes") {
-                return Some(p);
-            }
-            if self.stream.read_buf(&mut self.buf).await.ok()? == 0 {
-                return None;
-            }
-        }
-    }
-
     /// Asserts that the client sends nothing (while time is paused, instantly).
     async fn expect_silence(&mut self) {
         let got = tokio::time::timeout(Duration::from_secs(1), self.try_recv()).await;
         assert!(got.is_err(), "expected nothing, got {got:?}");
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        encode(&packet, V5, &mut out);
-        self.stream.write_all(&out).await.expect("write");
     }
 
     async fn recv_publish(&mut self) -> Publish {
