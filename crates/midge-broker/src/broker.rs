@@ -146,6 +146,8 @@ pub struct BrokerInner {
     next_conn_id: AtomicU64,
     live_connections: AtomicUsize,
     connections_gone: Notify,
+    /// Keep-alive deadlines of the connections (keepalive.rs).
+    pub keep_alive: crate::keepalive::KeepAliveWheel,
     /// Failed logins per source address: (start of the minute, count).
     auth_failures: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
 }
@@ -172,6 +174,7 @@ impl BrokerInner {
             next_conn_id: AtomicU64::new(1),
             live_connections: AtomicUsize::new(0),
             connections_gone: Notify::new(),
+            keep_alive: Default::default(),
             auth_failures: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -450,22 +453,6 @@ impl BrokerInner {
         }
     }
 
-    /// Asks every connection whose client sent nothing for 1.5 times its keep-alive to
-    /// close [MQTT-3.1.2-24]. One pass over the sessions replaces a timer per connection
-    /// (docs/design/idle-memory.md): O(sessions) every `KEEP_ALIVE_SWEEP`.
-    pub fn sweep_keep_alive(&self, now: Instant) {
-        for cell in self.sessions.all() {
-            let mut st = cell.state.lock();
-            let expired = st.conn.as_ref().is_some_and(|l| {
-                !l.keep_alive.is_zero()
-                    && now.saturating_duration_since(l.last_read) >= l.keep_alive
-            });
-            if expired {
-                cell.request(&mut st, crate::session::Control::KeepAliveTimeout);
-            }
-        }
-    }
-
     /// Called when a connection leaves its session: sends or schedules the will and
     /// schedules the end of the session.
     pub fn detach(
@@ -579,13 +566,10 @@ impl BrokerInner {
 }
 
 /// Opens the store and loads it (blocking work, off the async threads).
-/// How often the keep-alive sweep runs: a silent client is closed between 1.5 times its
-/// keep-alive and that plus this.
-const KEEP_ALIVE_SWEEP: Duration = Duration::from_millis(500);
-
-/// Runs the keep-alive sweep until the broker is gone or shutting down.
+/// Looks at the keep-alive deadlines that are due, every `keepalive::TICK`, until the
+/// broker is gone or shutting down.
 async fn keep_alive_sweep(broker: std::sync::Weak<BrokerInner>) {
-    let mut ticker = tokio::time::interval(KEEP_ALIVE_SWEEP);
+    let mut ticker = tokio::time::interval(crate::keepalive::TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
@@ -593,7 +577,7 @@ async fn keep_alive_sweep(broker: std::sync::Weak<BrokerInner>) {
         if *b.shutdown.borrow() {
             return;
         }
-        b.sweep_keep_alive(Instant::now());
+        b.keep_alive.expire(Instant::now());
     }
 }
 

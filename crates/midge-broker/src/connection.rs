@@ -140,7 +140,7 @@ pub(crate) struct Conn {
     /// Length of the last batch written: a write buffer made after the last one was given
     /// back starts that large, so a busy subscriber's is not regrown for every batch.
     pub wbuf_last: u32,
-    /// Something was read since `drain_queue` last recorded it for the keep-alive sweep.
+    /// Something was read since `drain_queue` last recorded it for the keep-alive wheel.
     pub read_since_drain: bool,
     pub version: ProtocolVersion,
     pub client_id: ByteStr,
@@ -455,14 +455,22 @@ where
     if *conn.broker.shutdown.borrow() {
         return Close::Shutdown;
     }
-    // The keep-alive is checked by the broker's sweep (`BrokerInner::sweep_keep_alive`),
-    // not by a timer per connection: 1.5 times the keep-alive [MQTT-3.1.2-24], zero
-    // disables the check. The connection records when it last read (`drain_queue`).
+    // The keep-alive is checked by the broker's wheel (keepalive.rs), not by a timer per
+    // connection: 1.5 times the keep-alive [MQTT-3.1.2-24], zero disables the check. The
+    // connection records when it last read (`drain_queue`).
     {
+        let limit = conn.keep_alive + conn.keep_alive / 2;
+        let now = Instant::now();
         let mut st = cell.state.lock();
         if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn.conn_id) {
-            link.keep_alive = conn.keep_alive + conn.keep_alive / 2;
-            link.last_read = Instant::now();
+            link.keep_alive = limit;
+            link.last_read = now;
+            drop(st);
+            if !limit.is_zero() {
+                conn.broker
+                    .keep_alive
+                    .file(&cell, conn.conn_id, now + limit);
+            }
         }
     }
     let max_in = conn.max_packet_in();

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 mod connection;
+mod keepalive;
 mod listener;
 pub mod message;
 mod persist;

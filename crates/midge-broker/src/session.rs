@@ -89,7 +89,7 @@ pub struct ConnLink {
     /// 1.5 times the client's keep-alive (zero: not checked) [MQTT-3.1.2-24].
     pub keep_alive: Duration,
     /// When the connection last read something from its client (moved forward when it
-    /// next looks at its queue). The broker's keep-alive sweep compares the two.
+    /// next looks at its queue). The keep-alive wheel (keepalive.rs) compares the two.
     pub last_read: tokio::time::Instant,
 }
 
