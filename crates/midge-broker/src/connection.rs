@@ -463,7 +463,7 @@ where
         let now = Instant::now();
         let mut st = cell.state.lock();
         if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn.conn_id) {
-            link.keep_alive = limit;
+            link.keep_alive_ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
             link.last_read = now;
             drop(st);
             if !limit.is_zero() {

@@ -77,10 +77,10 @@ impl KeepAliveWheel {
                 // That connection is gone; a new one files itself.
                 continue;
             };
-            if link.keep_alive.is_zero() {
+            if link.keep_alive_ms == 0 {
                 continue;
             }
-            let deadline = link.last_read + link.keep_alive;
+            let deadline = link.last_read + link.keep_alive();
             if deadline <= now {
                 cell.request(&mut st, Control::KeepAliveTimeout);
                 closed += 1;
@@ -125,7 +125,7 @@ mod tests {
         cell.state.lock().conn = Some(ConnLink {
             conn_id,
             request: None,
-            keep_alive,
+            keep_alive_ms: u32::try_from(keep_alive.as_millis()).unwrap_or(u32::MAX),
             last_read: Instant::now(),
         });
         cell

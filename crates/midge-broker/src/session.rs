@@ -86,8 +86,9 @@ pub enum Control {
 pub struct ConnLink {
     pub conn_id: u64,
     pub request: Option<Control>,
-    /// 1.5 times the client's keep-alive (zero: not checked) [MQTT-3.1.2-24].
-    pub keep_alive: Duration,
+    /// 1.5 times the client's keep-alive in milliseconds (0: not checked)
+    /// [MQTT-3.1.2-24]. At most 1.5 x 65,535 s: fits.
+    pub keep_alive_ms: u32,
     /// When the connection last read something from its client (moved forward when it
     /// next looks at its queue). The keep-alive wheel (keepalive.rs) compares the two.
     pub last_read: tokio::time::Instant,
@@ -168,6 +169,51 @@ impl std::fmt::Debug for ReadAccess {
     }
 }
 
+/// A set of packet identifiers that allocates only once it holds one: most sessions never
+/// receive a QoS 2 message, and a `HashSet` inline would cost each 48 bytes.
+// The box is the point: one pointer in every session instead of a 48-byte `HashSet`.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Default)]
+pub struct IdSet(Option<Box<HashSet<u16>>>);
+
+impl IdSet {
+    pub fn contains(&self, id: u16) -> bool {
+        self.0.as_ref().is_some_and(|s| s.contains(&id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `id`; returns whether it was new.
+    pub fn insert(&mut self, id: u16) -> bool {
+        self.0.get_or_insert_with(Box::default).insert(id)
+    }
+
+    /// Removes `id`; returns whether it was there. The set is freed once empty.
+    pub fn remove(&mut self, id: u16) -> bool {
+        let Some(set) = self.0.as_mut() else {
+            return false;
+        };
+        let had = set.remove(&id);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        had
+    }
+}
+
+impl FromIterator<u16> for IdSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(ids: I) -> Self {
+        let set: HashSet<u16> = ids.into_iter().collect();
+        IdSet((!set.is_empty()).then(|| Box::new(set)))
+    }
+}
+
 /// Everything a session holds.
 #[derive(Debug, Default)]
 pub struct SessionState {
@@ -181,7 +227,7 @@ pub struct SessionState {
     pub inflight: VecDeque<Inflight>,
     pub next_packet_id: u16,
     /// Packet identifiers of QoS 2 messages received and not yet released by PUBREL.
-    pub inbound_qos2: HashSet<u16>,
+    pub inbound_qos2: IdSet,
     /// The connection attached now, if any.
     pub conn: Option<ConnLink>,
     /// How long the session outlives its connection; `None` = forever.
@@ -269,6 +315,13 @@ impl std::fmt::Debug for SessionCell {
             .field("id", &self.id)
             .field("client_id", &self.client_id)
             .finish()
+    }
+}
+
+impl ConnLink {
+    /// 1.5 times the client's keep-alive (zero: not checked).
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(u64::from(self.keep_alive_ms))
     }
 }
 

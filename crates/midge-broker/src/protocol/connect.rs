@@ -263,7 +263,7 @@ impl Conn {
             conn_id: self.conn_id,
             request: None,
             // Set when the main loop starts (`connection::serve`).
-            keep_alive: Duration::ZERO,
+            keep_alive_ms: 0,
             last_read: tokio::time::Instant::now(),
         });
         // Each failed attempt means another connection attached in between, which the next

@@ -193,7 +193,7 @@ impl Conn {
                 let (fresh, persistent) = {
                     let mut st = cell.state.lock();
                     let persistent = st.persistent;
-                    if st.inbound_qos2.contains(&packet_id) {
+                    if st.inbound_qos2.contains(packet_id) {
                         (false, persistent)
                     } else if st.inbound_qos2.len() >= receive_max {
                         drop(st);
@@ -329,7 +329,7 @@ impl Conn {
         };
         let (found, persistent) = {
             let mut st = cell.state.lock();
-            (st.inbound_qos2.remove(&a.packet_id), st.persistent)
+            (st.inbound_qos2.remove(a.packet_id), st.persistent)
         };
         let rc = if found {
             ReasonCode::SUCCESS
