@@ -320,6 +320,13 @@ async fn inflight_messages_are_resent_with_dup_and_the_same_packet_id() {
     p.publish("i/x", "unacked", QoS::ExactlyOnce, false, |_| {})
         .await;
     let first = s.recv_publish().await; // not acknowledged
+                                        // The in-flight marker (written without waiting, when the PUBLISH went out) is in the
+                                        // store once a later commit is: the store applies commits in order, and a retained
+                                        // QoS 1 message's PUBACK waits for its commit. Without the marker the message would
+                                        // still come again with the same packet identifier (derived from its queue position,
+                                        // docs/design/persistence.md), but the broker could not know to set DUP.
+    p.publish("i-barrier", "x", QoS::AtLeastOnce, true, |_| {})
+        .await;
     node.crash_and_restart().await;
     let mut s = Client::connect(node.addr, "i-sub", |_| {}).await;
     let again = s.recv_publish().await;
