@@ -615,17 +615,22 @@ impl Sessions {
         acl: Option<Arc<dyn Authorizer>>,
         durable: bool,
     ) -> (Arc<SessionCell>, Option<Arc<SessionCell>>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let cell = Arc::new(SessionCell::new(
-            id,
-            client_id.clone(),
-            limits,
-            stats,
-            acl,
-            durable,
-        ));
+        let cell = self.new_cell(client_id.clone(), limits, stats, acl, durable);
         let old = self.map.lock().insert(client_id, cell.clone());
         (cell, old)
+    }
+
+    /// A new session with the next identifier (not yet in the registry).
+    fn new_cell(
+        &self,
+        client_id: ByteStr,
+        limits: QueueLimits,
+        stats: Arc<Stats>,
+        acl: Option<Arc<dyn Authorizer>>,
+        durable: bool,
+    ) -> Arc<SessionCell> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        Arc::new(SessionCell::new(id, client_id, limits, stats, acl, durable))
     }
 
     /// Makes a new session for `client_id` if the registry still holds `expected` for it
@@ -651,15 +656,7 @@ impl Sessions {
         if !unchanged {
             return None;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let cell = Arc::new(SessionCell::new(
-            id,
-            client_id.clone(),
-            limits,
-            stats,
-            acl,
-            durable,
-        ));
+        let cell = self.new_cell(client_id.clone(), limits, stats, acl, durable);
         map.insert(client_id, cell.clone());
         Some(cell)
     }
