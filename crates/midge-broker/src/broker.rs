@@ -146,10 +146,22 @@ pub struct BrokerInner {
     next_conn_id: AtomicU64,
     live_connections: AtomicUsize,
     connections_gone: Notify,
-    /// Keep-alive deadlines of the connections (keepalive.rs).
+    /// Keep-alive and parking deadlines of the connections (keepalive.rs).
     pub keep_alive: crate::keepalive::KeepAliveWheel,
+    /// Idle TCP connections without a task (parking.rs); `None` when parking is off.
+    pub parking: Option<Arc<crate::parking::ParkTable>>,
     /// Failed logins per source address: (start of the minute, count).
     auth_failures: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
+}
+
+impl Drop for BrokerInner {
+    fn drop(&mut self) {
+        // The poll thread holds the table; parked connections hold their sessions, which
+        // hold the table too: stopping the thread closes them and ends the cycle.
+        if let Some(parking) = &self.parking {
+            parking.stop();
+        }
+    }
 }
 
 impl BrokerInner {
@@ -160,6 +172,34 @@ impl BrokerInner {
         store: Option<Arc<dyn SessionStore>>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let stats = Arc::new(Stats::default());
+        let parking = if config.park_idle_after.is_zero() {
+            None
+        } else {
+            match crate::parking::ParkTable::start() {
+                Ok(table) => Some(table),
+                Err(e) => {
+                    tracing::warn!("idle connections will not be parked: {e}");
+                    None
+                }
+            }
+        };
+        let park_after = if parking.is_some() {
+            config.park_idle_after
+        } else {
+            Duration::ZERO
+        };
+        let limits = crate::session::QueueLimits {
+            max_messages: config.max_queued_messages,
+            max_bytes: config.max_queued_bytes,
+            queue_qos0_offline: config.queue_qos0_messages,
+        };
+        let env = crate::session::SessionEnv {
+            limits,
+            stats: stats.clone(),
+            durable: store.is_some(),
+            parking: parking.clone(),
+        };
         BrokerInner {
             config,
             security,
@@ -167,14 +207,15 @@ impl BrokerInner {
             store,
             router: Router::new(),
             retained: RwLock::new(RetainedTree::new()),
-            sessions: Sessions::default(),
-            stats: Arc::new(Stats::default()),
+            sessions: Sessions::new(env),
+            stats,
             started: std::time::Instant::now(),
             shutdown,
             next_conn_id: AtomicU64::new(1),
             live_connections: AtomicUsize::new(0),
             connections_gone: Notify::new(),
-            keep_alive: Default::default(),
+            keep_alive: crate::keepalive::KeepAliveWheel::new(park_after),
+            parking,
             auth_failures: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -664,6 +705,9 @@ impl Broker {
             store.clone(),
             shutdown_rx,
         ));
+        if let Some(parking) = &inner.parking {
+            parking.set_broker(Arc::downgrade(&inner));
+        }
         if let (Some(store), Some(recovered)) = (store, recovered) {
             let dropped = recovered.dropped;
             let stats =

@@ -167,6 +167,11 @@ pub struct Config {
     /// After this many failed logins from one IP address within a minute, each further
     /// refusal from that address is delayed (doubling up to 5 s). 0 = never delay.
     pub auth_failures_before_delay: u32,
+    /// A plain TCP connection with nothing to do for this long is parked: its task ends and
+    /// its socket waits in a broker-wide poll set until the client sends something or a
+    /// message, request or keep-alive expiry is due for it (docs/design/idle-memory.md).
+    /// Saves most of an idle connection's memory; zero never parks.
+    pub park_idle_after: Duration,
     /// Durable state (sessions, queues, in-flight and retained messages, wills) in an
     /// embedded store; `None` keeps everything in memory. The library default is `None`;
     /// the `midge` binary turns it on (`./midge-data`) unless configured otherwise.
@@ -226,6 +231,7 @@ impl Default for Config {
             max_connection_rate_per_ip: 0,
             max_inbound_message_rate: 0,
             auth_failures_before_delay: 5,
+            park_idle_after: Duration::from_secs(2),
             persistence: None,
         }
     }

@@ -106,6 +106,9 @@ pub(crate) enum Close {
     Shutdown,
     /// CONNECT was refused; CONNACK already written.
     Refused,
+    /// Not a close: the connection is idle and was asked to park (parking.rs). Only
+    /// `serve` with `can_park` returns it, and its caller parks instead of finishing.
+    Park,
 }
 
 /// An acknowledgement waiting for congested subscribers to have room.
@@ -127,6 +130,32 @@ pub(crate) struct RetainedAfter {
 
 /// Congested subscribers a QoS 0 publisher waits for, and until when.
 pub(crate) type ReadPause = (Vec<Arc<dyn DeliveryTarget>>, Instant);
+
+/// What a parked connection keeps of its [`Conn`] (see [`Conn::park`]): about 40 bytes,
+/// plus a box for the rare parts when it has any.
+pub(crate) struct ParkedConn {
+    pub conn_id: u64,
+    /// `u32::MAX`: no limit.
+    client_max_packet: u32,
+    will_delay: u32,
+    keep_alive: u16,
+    client_receive_max: u16,
+    client_alias_max: u16,
+    listener: Option<u16>,
+    version: ProtocolVersion,
+    allow_anonymous: bool,
+    connect_expiry_zero: bool,
+    rare: Option<Box<ParkedRare>>,
+}
+
+/// The parts of a parked connection few have: a will, topic aliases, enhanced
+/// authentication.
+struct ParkedRare {
+    will: Option<Box<midge_proto::Publish>>,
+    out_aliases: LazyMap<ByteStr, u16>,
+    in_aliases: LazyMap<u16, ByteStr>,
+    enhanced: EnhancedAuth,
+}
 
 /// Per-connection protocol state. The socket itself stays in [`run_conn`].
 pub(crate) struct Conn {
@@ -220,6 +249,112 @@ impl Conn {
         }
     }
 
+    /// Nothing buffered, held or paused: the connection could park (parking.rs).
+    fn is_idle(&self) -> bool {
+        self.wbuf.is_empty()
+            && self.held_acks.is_empty()
+            && self.read_pause.is_none()
+            && self.throttle_until.is_none()
+            && !self.store_failed
+    }
+
+    /// What a parked connection keeps (parking.rs): the connection's settings, without
+    /// the broker (known again on resume), the peer address (asked of the socket again),
+    /// the client ID and username (its session has both), the publish-rate window (a
+    /// parked client published nothing for a while) and empty buffers.
+    pub(crate) fn park(self) -> ParkedConn {
+        let rare = (self.will.is_some()
+            || self.out_aliases.len() > 0
+            || self.in_aliases.len() > 0
+            || !matches!(self.enhanced, EnhancedAuth::Unused))
+        .then(|| {
+            Box::new(ParkedRare {
+                will: self.will,
+                out_aliases: self.out_aliases,
+                in_aliases: self.in_aliases,
+                enhanced: self.enhanced,
+            })
+        });
+        ParkedConn {
+            conn_id: self.conn_id,
+            client_max_packet: u32::try_from(self.client_max_packet).unwrap_or(u32::MAX),
+            will_delay: self.will_delay,
+            keep_alive: u16::try_from(self.keep_alive.as_secs()).unwrap_or(u16::MAX),
+            client_receive_max: self.client_receive_max,
+            client_alias_max: self.client_alias_max,
+            listener: self.listener,
+            version: self.version,
+            allow_anonymous: self.allow_anonymous,
+            connect_expiry_zero: self.connect_expiry_zero,
+            rare,
+        }
+    }
+
+    /// The connection again, from what it kept when it parked; `peer` from its socket.
+    /// [`Conn::resumed`] completes it from its session.
+    pub(crate) fn resume(
+        broker: Arc<BrokerInner>,
+        parked: ParkedConn,
+        session: Arc<SessionCell>,
+        peer: SocketAddr,
+    ) -> Conn {
+        let client_max_packet = match parked.client_max_packet {
+            u32::MAX => usize::MAX,
+            n => n as usize,
+        };
+        let rare = parked.rare.map(|r| *r);
+        let (will, out_aliases, in_aliases, enhanced) = match rare {
+            Some(r) => (r.will, r.out_aliases, r.in_aliases, r.enhanced),
+            None => (None, LazyMap::new(), LazyMap::new(), EnhancedAuth::Unused),
+        };
+        Conn {
+            broker,
+            peer,
+            conn_id: parked.conn_id,
+            allow_anonymous: parked.allow_anonymous,
+            listener: parked.listener,
+            wbuf: BytesMut::new(),
+            wbuf_last: 0,
+            read_since_drain: false,
+            version: parked.version,
+            client_id: session.client_id.clone(),
+            username: None,
+            identity: None,
+            session: Some(session),
+            keep_alive: Duration::from_secs(u64::from(parked.keep_alive)),
+            client_receive_max: parked.client_receive_max,
+            client_max_packet,
+            client_alias_max: parked.client_alias_max,
+            out_aliases,
+            in_aliases,
+            will,
+            will_delay: parked.will_delay,
+            connect_expiry_zero: parked.connect_expiry_zero,
+            scratch: LazyScratch::default(),
+            held_acks: VecDeque::new(),
+            publish_window: (Instant::now(), 0),
+            throttle_until: None,
+            store_failed: false,
+            read_pause: None,
+            enhanced,
+        }
+    }
+
+    /// First thing in a resumed connection's task: its username from the session, and its
+    /// link marked running and filed in the wheel again, to be parked once idle again and
+    /// for its keep-alive.
+    pub(crate) fn resumed(&mut self) {
+        let Some(cell) = &self.session else {
+            return;
+        };
+        let mut st = cell.state.lock();
+        self.username = st.username.clone();
+        if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == self.conn_id) {
+            link.parked = false;
+            self.broker.keep_alive.schedule(cell, link, Instant::now());
+        }
+    }
+
     /// The largest packet we accept from this client.
     pub fn max_packet_in(&self) -> usize {
         match self.broker.config.max_packet_size {
@@ -308,7 +443,7 @@ impl Conn {
             Close::Kicked(rc) => Some(*rc),
             Close::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
             Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
-            Close::ClientDisconnect | Close::PeerGone | Close::Refused => None,
+            Close::ClientDisconnect | Close::PeerGone | Close::Refused | Close::Park => None,
         }
     }
 }
@@ -339,16 +474,37 @@ where
     // several times the size of the loop's and is not needed once connected.
     let connected = Box::pin(connect_phase(conn, &mut reader, &mut writer, &mut rbuf)).await;
     let close = match connected {
-        Ok(()) => serve(conn, &mut reader, &mut writer, &mut rbuf).await,
+        Ok(()) => {
+            start_serving(conn);
+            serve(conn, &mut reader, &mut writer, &mut rbuf, false).await
+        }
         Err(close) => close,
     };
     finish(conn, &mut writer, close).await;
 }
 
+/// Once connected: files the connection in the broker's wheel for its keep-alive, checked
+/// there rather than by a timer per connection: 1.5 times the keep-alive
+/// [MQTT-3.1.2-24], zero disables the check (the connection records when it last read,
+/// in `drain_queue`), and for parking once idle.
+pub(crate) fn start_serving(conn: &Conn) {
+    let Some(cell) = &conn.session else {
+        return;
+    };
+    let limit = conn.keep_alive + conn.keep_alive / 2;
+    let now = Instant::now();
+    let mut st = cell.state.lock();
+    if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn.conn_id) {
+        link.keep_alive_ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
+        link.last_read = now;
+        conn.broker.keep_alive.schedule(cell, link, now);
+    }
+}
+
 /// Everything before the connection is established: CONNECT, the enhanced
 /// authentication exchange if the CONNECT asks for one, and the CONNACK. All of it within
 /// the connect timeout.
-async fn connect_phase<R, W>(
+pub(crate) async fn connect_phase<R, W>(
     conn: &mut Conn,
     reader: &mut R,
     writer: &mut W,
@@ -442,8 +598,15 @@ async fn read_before_connack<R: AsyncRead + Unpin>(
     }
 }
 
-/// The main loop after a successful CONNECT.
-async fn serve<R, W>(conn: &mut Conn, reader: &mut R, writer: &mut W, rbuf: &mut BytesMut) -> Close
+/// The main loop after a successful CONNECT. With `can_park` (plain TCP with a park
+/// table) it returns `Close::Park` when asked to park while idle.
+pub(crate) async fn serve<R, W>(
+    conn: &mut Conn,
+    reader: &mut R,
+    writer: &mut W,
+    rbuf: &mut BytesMut,
+    can_park: bool,
+) -> Close
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -454,24 +617,6 @@ where
     // Once attached, a shutdown reaches this connection as a request (`Broker::shutdown`).
     if *conn.broker.shutdown.borrow() {
         return Close::Shutdown;
-    }
-    // The keep-alive is checked by the broker's wheel (keepalive.rs), not by a timer per
-    // connection: 1.5 times the keep-alive [MQTT-3.1.2-24], zero disables the check. The
-    // connection records when it last read (`drain_queue`).
-    {
-        let limit = conn.keep_alive + conn.keep_alive / 2;
-        let now = Instant::now();
-        let mut st = cell.state.lock();
-        if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn.conn_id) {
-            link.keep_alive_ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
-            link.last_read = now;
-            drop(st);
-            if !limit.is_zero() {
-                conn.broker
-                    .keep_alive
-                    .file(&cell, conn.conn_id, now + limit);
-            }
-        }
     }
     let max_in = conn.max_packet_in();
     loop {
@@ -508,7 +653,15 @@ where
                 }
             }
         }
-        match conn.drain_queue(&cell) {
+        let mut request = conn.drain_queue(&cell);
+        if matches!(request, Some(Control::Park)) {
+            if can_park && rbuf.is_empty() && conn.is_idle() {
+                return Close::Park;
+            }
+            // Busy after all: the queue was not looked at for the request, look now.
+            request = conn.drain_queue(&cell);
+        }
+        match request {
             Some(Control::TakeOver(acks)) => return Close::TakenOver(acks),
             Some(Control::Close(rc)) => return Close::Kicked(rc),
             Some(Control::Shutdown) => return Close::Shutdown,
@@ -516,7 +669,7 @@ where
                 tracing::info!(client = %conn.client_id, "keep-alive expired; closing");
                 return Close::KeepAliveTimeout;
             }
-            None => {}
+            Some(Control::Park) | None => {}
         }
         conn.release_held_acks();
         if conn.store_failed {
@@ -665,7 +818,7 @@ fn reserve_for_next(rbuf: &mut BytesMut) {
 }
 
 /// Sends what the close calls for, flushes, detaches from the session and fires the will.
-async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: Close) {
+pub(crate) async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: Close) {
     if let Some(rc) = conn.closing_disconnect(&close) {
         conn.send(&Packet::Disconnect(Disconnect {
             reason_code: rc,

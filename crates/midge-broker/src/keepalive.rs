@@ -9,7 +9,7 @@
 //! period, as a per-connection timer would be, for ~24 bytes instead of a `Sleep` (112 B)
 //! in its task. See docs/design/idle-memory.md.
 
-use crate::session::{Control, SessionCell};
+use crate::session::{ConnLink, Control, SessionCell, SessionState};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -20,76 +20,134 @@ use tokio::time::Instant;
 /// keep-alive and that plus one tick.
 pub const TICK: Duration = Duration::from_millis(500);
 
-/// One connection waiting for its keep-alive deadline.
+/// One connection waiting for its next deadline.
 struct Entry {
     cell: Weak<SessionCell>,
     conn_id: u64,
 }
 
-/// Connections by the tick their keep-alive runs out at.
+/// Connections by the tick of their next deadline: keep-alive expiry, or the moment they
+/// will have been idle long enough to be parked (parking.rs).
+///
+/// A connection has one live entry: the one under the tick its link names
+/// (`ConnLink::wheel_tick`). Filing it under an earlier tick leaves the older entry
+/// stale; a stale entry is dropped when it comes due.
 pub struct KeepAliveWheel {
     start: Instant,
-    slots: Mutex<BTreeMap<u64, Vec<Entry>>>,
+    /// Idle time after which a connection is asked to park; zero: never.
+    park_after: Duration,
+    slots: Mutex<BTreeMap<u32, Vec<Entry>>>,
 }
 
 impl Default for KeepAliveWheel {
     fn default() -> Self {
-        KeepAliveWheel {
-            start: Instant::now(),
-            slots: Mutex::new(BTreeMap::new()),
-        }
+        KeepAliveWheel::new(Duration::ZERO)
     }
 }
 
 impl KeepAliveWheel {
-    /// The tick at or after `at`.
-    fn tick_of(&self, at: Instant) -> u64 {
-        let ms = at.saturating_duration_since(self.start).as_millis();
-        let tick = TICK.as_millis().max(1);
-        u64::try_from(ms.div_ceil(tick)).unwrap_or(u64::MAX)
+    pub fn new(park_after: Duration) -> Self {
+        KeepAliveWheel {
+            start: Instant::now(),
+            park_after,
+            slots: Mutex::new(BTreeMap::new()),
+        }
     }
 
-    /// Files connection `conn_id` of `cell` to be looked at when `deadline` has passed.
-    pub fn file(&self, cell: &Arc<SessionCell>, conn_id: u64, deadline: Instant) {
-        let tick = self.tick_of(deadline);
+    /// The tick at or after `at` (1 or more: 0 means "not filed" in a link).
+    fn tick_of(&self, at: Instant) -> u32 {
+        let ms = at.saturating_duration_since(self.start).as_millis();
+        let tick = TICK.as_millis().max(1);
+        u32::try_from(ms.div_ceil(tick)).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// Files `link`'s connection under its next deadline: its keep-alive expiry and,
+    /// unless it is parked, `park_after` past `idle_since`. Nothing when neither applies
+    /// or its entry already comes due by then. Called under the session lock.
+    pub fn schedule(&self, cell: &Arc<SessionCell>, link: &mut ConnLink, idle_since: Instant) {
+        let keep_alive = (link.keep_alive_ms > 0).then(|| link.last_read + link.keep_alive());
+        let park =
+            (!self.park_after.is_zero() && !link.parked).then(|| idle_since + self.park_after);
+        let next = match (keep_alive, park) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(at) => at,
+                None => return,
+            },
+        };
+        let tick = self.tick_of(next);
+        if link.wheel_tick != 0 && link.wheel_tick <= tick {
+            return;
+        }
+        link.wheel_tick = tick;
         self.slots.lock().entry(tick).or_default().push(Entry {
             cell: Arc::downgrade(cell),
-            conn_id,
+            conn_id: link.conn_id,
         });
     }
 
     /// Looks at every entry due by `now`: closes the connections whose client sent nothing
-    /// for their keep-alive, files the others again. Returns how many were asked to close.
+    /// for their keep-alive, asks those idle for `park_after` to park, and files the
+    /// others again. Returns how many were asked to close.
     pub fn expire(&self, now: Instant) -> usize {
-        let due: Vec<Entry> = {
+        let due: Vec<(u32, Entry)> = {
             let mut slots = self.slots.lock();
-            let later = slots.split_off(&(self.tick_of(now) + 1));
+            let later = slots.split_off(&self.tick_of(now).saturating_add(1));
             let due = std::mem::replace(&mut *slots, later);
-            due.into_values().flatten().collect()
+            due.into_iter()
+                .flat_map(|(tick, entries)| entries.into_iter().map(move |e| (tick, e)))
+                .collect()
         };
         let mut closed = 0;
-        for e in due {
+        for (tick, e) in due {
             let Some(cell) = e.cell.upgrade() else {
                 continue;
             };
             let mut st = cell.state.lock();
-            let Some(link) = st.conn.as_ref().filter(|l| l.conn_id == e.conn_id) else {
-                // That connection is gone; a new one files itself.
-                continue;
-            };
-            if link.keep_alive_ms == 0 {
-                continue;
-            }
-            let deadline = link.last_read + link.keep_alive();
-            if deadline <= now {
-                cell.request(&mut st, Control::KeepAliveTimeout);
-                closed += 1;
-            } else {
-                drop(st);
-                self.file(&cell, e.conn_id, deadline);
+            match self.look_at(&cell, &mut st, e.conn_id, tick, now) {
+                Looked::Expired => {
+                    cell.request(&mut st, Control::KeepAliveTimeout);
+                    closed += 1;
+                }
+                Looked::Other => {}
             }
         }
         closed
+    }
+
+    /// One due entry, under its session's lock.
+    fn look_at(
+        &self,
+        cell: &Arc<SessionCell>,
+        st: &mut SessionState,
+        conn_id: u64,
+        tick: u32,
+        now: Instant,
+    ) -> Looked {
+        let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn_id) else {
+            // That connection is gone; a new one files itself.
+            return Looked::Other;
+        };
+        if link.wheel_tick != tick {
+            // Filed again under an earlier tick since: that entry is the live one.
+            return Looked::Other;
+        }
+        link.wheel_tick = 0;
+        if link.keep_alive_ms > 0 && link.last_read + link.keep_alive() <= now {
+            return Looked::Expired;
+        }
+        let mut idle_since = link.last_read;
+        if !self.park_after.is_zero() && !link.parked && idle_since + self.park_after <= now {
+            // Idle long enough: ask it to park. It parks only if it still has nothing to
+            // do; a busy connection is asked again `park_after` later.
+            if link.request.is_none() {
+                link.request = Some(Control::Park);
+                cell.notify.notify_one();
+            }
+            idle_since = now;
+        }
+        self.schedule(cell, link, idle_since);
+        Looked::Other
     }
 
     /// Entries filed (for tests).
@@ -102,10 +160,17 @@ impl KeepAliveWheel {
     }
 }
 
+/// What a due entry came to.
+enum Looked {
+    /// The keep-alive ran out: close the connection.
+    Expired,
+    Other,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{ConnLink, QueueLimits};
+    use crate::session::{QueueLimits, SessionEnv};
     use crate::sys::Stats;
 
     fn connected(conn_id: u64, keep_alive: Duration) -> Arc<SessionCell> {
@@ -114,21 +179,20 @@ mod tests {
             max_bytes: 0,
             queue_qos0_offline: false,
         };
-        let cell = Arc::new(SessionCell::new(
-            1,
-            "c".into(),
-            limits,
-            Arc::new(Stats::default()),
-            None,
-            false,
-        ));
-        cell.state.lock().conn = Some(ConnLink {
-            conn_id,
-            request: None,
-            keep_alive_ms: u32::try_from(keep_alive.as_millis()).unwrap_or(u32::MAX),
-            last_read: Instant::now(),
-        });
+        let env = SessionEnv::new(limits, Arc::new(Stats::default()), false);
+        let cell = Arc::new(SessionCell::new(1, "c".into(), Arc::new(env), None));
+        let mut link = ConnLink::new(conn_id);
+        link.keep_alive_ms = u32::try_from(keep_alive.as_millis()).unwrap_or(u32::MAX);
+        cell.state.lock().conn = Some(link);
         cell
+    }
+
+    fn file(wheel: &KeepAliveWheel, cell: &Arc<SessionCell>) {
+        let mut st = cell.state.lock();
+        if let Some(link) = st.conn.as_mut() {
+            let since = link.last_read;
+            wheel.schedule(cell, link, since);
+        }
     }
 
     fn requested(cell: &SessionCell) -> bool {
@@ -145,8 +209,8 @@ mod tests {
         let limit = Duration::from_millis(1500);
         let silent = connected(1, limit);
         let active = connected(2, limit);
-        wheel.file(&silent, 1, Instant::now() + limit);
-        wheel.file(&active, 2, Instant::now() + limit);
+        file(&wheel, &silent);
+        file(&wheel, &active);
 
         tokio::time::advance(Duration::from_millis(1000)).await;
         assert_eq!(wheel.expire(Instant::now()), 0, "nothing due yet");
@@ -172,7 +236,7 @@ mod tests {
     async fn entries_of_gone_connections_are_dropped() {
         let wheel = KeepAliveWheel::default();
         let cell = connected(1, Duration::from_secs(1));
-        wheel.file(&cell, 1, Instant::now() + Duration::from_secs(1));
+        file(&wheel, &cell);
         // A new connection (id 2) attached since: the old entry is stale.
         if let Some(l) = cell.state.lock().conn.as_mut() {
             l.conn_id = 2;

@@ -8,6 +8,7 @@ mod connection;
 mod keepalive;
 mod listener;
 pub mod message;
+pub mod parking;
 mod persist;
 mod protocol;
 pub mod retained;

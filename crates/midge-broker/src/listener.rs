@@ -2,8 +2,10 @@
 
 use crate::broker::BrokerInner;
 use crate::config::ListenerConfig;
-use crate::connection::Conn;
+use crate::connection::{Close, Conn};
+use crate::parking::Parked;
 use crate::tls::TlsListener;
+use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,7 +76,7 @@ pub async fn accept_loop(
         }
         per_listener.fetch_add(1, Ordering::AcqRel);
         let _ = stream.set_nodelay(true);
-        let live = Counted(broker.clone(), per_listener.clone());
+        let live = Counted::new(broker.clone(), per_listener.clone());
         let client = ClientTransport {
             listener: u16::try_from(index).ok(),
             peer,
@@ -86,7 +88,7 @@ pub async fn accept_loop(
         // TLS state it does not have (see docs/design/idle-memory.md).
         match &tls {
             None => {
-                tokio::spawn(serve_tcp(live, conn, stream));
+                tokio::spawn(serve_tcp(live, conn, stream, false));
             }
             Some(tls) => {
                 tokio::spawn(serve_tls(live, conn, stream, tls.clone()));
@@ -95,31 +97,150 @@ pub async fn accept_loop(
     }
 }
 
-/// A live connection, counted on its listener and on the broker until dropped.
-struct Counted(Arc<BrokerInner>, Arc<AtomicUsize>);
+/// A live connection, counted on its listener and on the broker until dropped. A parked
+/// connection keeps counting (`keep`): only its listener's count is kept with it.
+struct Counted {
+    broker: Arc<BrokerInner>,
+    per_listener: Arc<AtomicUsize>,
+    armed: bool,
+}
 
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.1.fetch_sub(1, Ordering::AcqRel);
-        self.0.remove_connection();
+impl Counted {
+    fn new(broker: Arc<BrokerInner>, per_listener: Arc<AtomicUsize>) -> Self {
+        Counted {
+            broker,
+            per_listener,
+            armed: true,
+        }
+    }
+
+    /// The listener's count, the connection still counted (it is being parked).
+    fn keep(mut self) -> Arc<AtomicUsize> {
+        self.armed = false;
+        self.per_listener.clone()
     }
 }
 
-/// Serves a plain TCP connection. A function returning an `async move` block rather than
-/// an `async fn`: an async fn's arguments are stored in its future twice (as arguments and
-/// as the locals they are moved into), which would add a `Conn` to every task.
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.armed {
+            self.per_listener.fetch_sub(1, Ordering::AcqRel);
+            self.broker.remove_connection();
+        }
+    }
+}
+
+/// Serves a plain TCP connection: CONNECT, then the main loop, parking the connection
+/// whenever it is asked to while idle (parking.rs); a resumed connection comes back here
+/// with `connected`. A function returning an `async move` block rather than an `async fn`:
+/// an async fn's arguments are stored in its future twice (as arguments and as the locals
+/// they are moved into), which would add a `Conn` to every task.
 #[allow(clippy::manual_async_fn)]
 fn serve_tcp(
     live: Counted,
     mut conn: Conn,
     mut stream: TcpStream,
+    connected: bool,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        // Borrowed halves: `into_split` would put the stream in an `Arc` of its own.
-        let (reader, writer) = stream.split();
-        crate::connection::run_conn(&mut conn, reader, writer).await;
-        drop(live);
+        let mut rbuf = BytesMut::new();
+        if !connected {
+            // Borrowed halves: `into_split` would put the stream in an `Arc` of its own.
+            let (mut reader, mut writer) = stream.split();
+            // Boxed: the connect phase's state is not needed once connected.
+            let connected = Box::pin(crate::connection::connect_phase(
+                &mut conn,
+                &mut reader,
+                &mut writer,
+                &mut rbuf,
+            ))
+            .await;
+            if let Err(close) = connected {
+                crate::connection::finish(&mut conn, &mut writer, close).await;
+                drop(live);
+                return;
+            }
+            crate::connection::start_serving(&conn);
+        } else {
+            conn.resumed();
+        }
+        let can_park = conn.broker.parking.is_some();
+        let (mut reader, mut writer) = stream.split();
+        let close =
+            crate::connection::serve(&mut conn, &mut reader, &mut writer, &mut rbuf, can_park)
+                .await;
+        if matches!(close, Close::Park) {
+            park_tcp(live, conn, stream);
+        } else {
+            crate::connection::finish(&mut conn, &mut writer, close).await;
+            drop(live);
+        }
     }
+}
+
+/// Parks an idle connection, whose task then ends: the connection goes on in a new task
+/// when it is resumed (parking.rs).
+fn park_tcp(live: Counted, conn: Conn, stream: TcpStream) {
+    let (Some(parking), Some(session)) = (conn.broker.parking.clone(), conn.session.clone()) else {
+        // Not reached: `serve` parks only with a park table, and a connection that serves
+        // has a session. Were it reached, the connection would simply end.
+        tokio::spawn(finish_without_socket(live, conn));
+        return;
+    };
+    let broker = conn.broker.clone();
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            // The socket is gone with the error: end the connection as if the peer left.
+            tracing::info!(client = %conn.client_id, "parking failed: {e}");
+            tokio::spawn(finish_without_socket(live, conn));
+            return;
+        }
+    };
+    let parked = Box::new(Parked {
+        stream: std_stream,
+        session,
+        per_listener: live.keep(),
+        conn: conn.park(),
+    });
+    if let Err(parked) = parking.park(parked) {
+        // Its session had work for it after all: go on in a new task.
+        resume_tcp(broker, *parked);
+    }
+}
+
+/// Resumes a parked connection (parking.rs) in a new task: its socket had something to
+/// read, or its session something for it. Called in the runtime's context, maybe under
+/// the session's lock (a message being queued): the session is looked at by the task.
+pub(crate) fn resume_tcp(broker: Arc<BrokerInner>, parked: Parked) {
+    let Parked {
+        stream,
+        session,
+        per_listener,
+        conn,
+    } = parked;
+    let live = Counted::new(broker.clone(), per_listener);
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let conn = Conn::resume(broker, conn, session, peer);
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            tokio::spawn(serve_tcp(live, conn, stream, true));
+        }
+        Err(e) => {
+            tracing::info!(client = %conn.client_id, "resuming failed: {e}");
+            tokio::spawn(finish_without_socket(live, conn));
+        }
+    }
+}
+
+/// Ends a connection whose socket was lost while parking or resuming it: detaches it and
+/// publishes its will, as when the peer goes.
+async fn finish_without_socket(live: Counted, mut conn: Conn) {
+    let mut nowhere = tokio::io::sink();
+    crate::connection::finish(&mut conn, &mut nowhere, Close::PeerGone).await;
+    drop(live);
 }
 
 /// TLS handshake (bounded by the CONNECT timeout), then the MQTT connection over it.
@@ -236,8 +357,8 @@ mod tests {
         };
         assert!(inner.try_add_connection());
         let conn = Conn::new(inner.clone(), client);
-        let live = Counted(inner.clone(), Arc::new(AtomicUsize::new(1)));
-        let task = serve_tcp(live, conn, stream);
+        let live = Counted::new(inner.clone(), Arc::new(AtomicUsize::new(1)));
+        let task = serve_tcp(live, conn, stream, false);
         let size = std::mem::size_of_val(&task);
         eprintln!("TCP connection task: {size} bytes");
         assert!(

@@ -81,7 +81,7 @@ impl Gate {
             std::mem::take(&mut *waiting)
         };
         for cell in waiting.iter().filter_map(Weak::upgrade) {
-            cell.notify.notify_one();
+            cell.wake(&mut cell.state.lock());
         }
     }
 

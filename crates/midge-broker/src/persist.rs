@@ -104,7 +104,7 @@ pub fn recover(
     recovered: midge_store::Recovered,
 ) -> Result<RecoveryStats, midge_store::StoreError> {
     use crate::router::{SubKey, Subscriber};
-    use crate::session::{Backlog, Inflight, QueueLimits, Queued, StoredSubscription};
+    use crate::session::{Backlog, Inflight, Queued, StoredSubscription};
     let mut stats = RecoveryStats::default();
     {
         let mut tree = broker.retained.write();
@@ -116,22 +116,11 @@ pub fn recover(
     let now_ms = now_millis();
     let mut wills: std::collections::HashMap<String, midge_store::WillRecord> =
         recovered.wills.into_iter().collect();
-    let limits = QueueLimits {
-        max_messages: broker.config.max_queued_messages,
-        max_bytes: broker.config.max_queued_bytes,
-        queue_qos0_offline: broker.config.queue_qos0_messages,
-    };
     // One value for every restored session (an Arc clone each, not a new rule set).
     let read_access = broker.recovered_read_access();
     for rs in recovered.sessions {
         let client = ByteStr::from(rs.client_id.as_str());
-        let (cell, _) = broker.sessions.create(
-            client.clone(),
-            limits,
-            broker.stats.clone(),
-            read_access.clone(),
-            true,
-        );
+        let (cell, _) = broker.sessions.create(client.clone(), read_access.clone());
         let expiry = rs
             .session
             .expiry_interval
@@ -290,14 +279,17 @@ pub(crate) async fn page_in(
         let skip = barriers >= MAX_BARRIERS;
         let outcome = {
             let mut st = cell.state.lock();
-            cell.accept_page(&mut st, generation, from, entries, skip)
+            let outcome = cell.accept_page(&mut st, generation, from, entries, skip);
+            if matches!(outcome, PageOutcome::Accepted(_) | PageOutcome::Stale) {
+                cell.wake(&mut st);
+            }
+            outcome
         };
         match outcome {
             PageOutcome::Accepted(_) | PageOutcome::Stale => {
                 if skip {
                     tracing::error!(client = %cell.client_id, from, "queued messages missing from the store were passed over");
                 }
-                cell.notify.notify_one();
                 return;
             }
             PageOutcome::Missing => {

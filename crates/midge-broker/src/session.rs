@@ -75,6 +75,9 @@ pub enum Control {
     Shutdown,
     /// Nothing came from the client for 1.5 times its keep-alive (5.0 DISCONNECT 0x8D).
     KeepAliveTimeout,
+    /// The connection has been idle for `park_idle_after`: park it if it still is
+    /// (parking.rs). Never replaces another request.
+    Park,
 }
 
 /// The link from a session to the connection attached to it.
@@ -92,6 +95,49 @@ pub struct ConnLink {
     /// When the connection last read something from its client (moved forward when it
     /// next looks at its queue). The keep-alive wheel (keepalive.rs) compares the two.
     pub last_read: tokio::time::Instant,
+    /// The connection is parked (parking.rs): no task runs it, and waking the session
+    /// must start one ([`SessionCell::wake`]). May be left set briefly after the
+    /// connection was resumed by its socket; a wake-up then finds nothing to resume.
+    pub parked: bool,
+    /// The tick of the connection's live entry in the broker's keep-alive wheel
+    /// (keepalive.rs); 0: none.
+    pub wheel_tick: u32,
+}
+
+impl ConnLink {
+    /// The link of a connection that has just attached.
+    pub fn new(conn_id: u64) -> Self {
+        ConnLink {
+            conn_id,
+            request: None,
+            keep_alive_ms: 0,
+            last_read: tokio::time::Instant::now(),
+            parked: false,
+            wheel_tick: 0,
+        }
+    }
+}
+
+/// What every session of a broker shares (one `Arc` in each session, not a copy of each).
+pub struct SessionEnv {
+    pub limits: QueueLimits,
+    pub stats: Arc<Stats>,
+    /// The broker has a store: persistent sessions number their queued messages.
+    pub durable: bool,
+    /// Where idle TCP connections are parked; `None` when parking is off.
+    pub parking: Option<Arc<crate::parking::ParkTable>>,
+}
+
+impl SessionEnv {
+    /// Sessions without parking.
+    pub fn new(limits: QueueLimits, stats: Arc<Stats>, durable: bool) -> Self {
+        SessionEnv {
+            limits,
+            stats,
+            durable,
+            parking: None,
+        }
+    }
 }
 
 /// Bounds copied from the configuration when the session is made.
@@ -303,10 +349,7 @@ pub struct SessionCell {
     pub notify: Notify,
     /// Woken (all waiters) when a congested queue is back under its soft limit.
     pub room: Notify,
-    limits: QueueLimits,
-    stats: Arc<Stats>,
-    /// The broker has a store: persistent sessions number their queued messages.
-    durable: bool,
+    env: Arc<SessionEnv>,
 }
 
 impl std::fmt::Debug for SessionCell {
@@ -329,13 +372,11 @@ impl SessionCell {
     pub fn new(
         id: SessionId,
         client_id: ByteStr,
-        limits: QueueLimits,
-        stats: Arc<Stats>,
+        env: Arc<SessionEnv>,
         acl: Option<Arc<dyn Authorizer>>,
-        durable: bool,
     ) -> Self {
         SessionCell {
-            durable,
+            env,
             id,
             client_id,
             state: Mutex::new(SessionState {
@@ -344,8 +385,19 @@ impl SessionCell {
             }),
             notify: Notify::new(),
             room: Notify::new(),
-            limits,
-            stats,
+        }
+    }
+
+    /// Wakes the attached connection: its task's wait on `notify`, or, when it is parked,
+    /// a new task for it (parking.rs). Called under the session lock, which is what
+    /// orders it against the connection parking itself.
+    pub fn wake(&self, st: &mut SessionState) {
+        self.notify.notify_one();
+        if let Some(link) = st.conn.as_mut().filter(|l| l.parked) {
+            link.parked = false;
+            if let Some(parking) = &self.env.parking {
+                parking.unpark(link.conn_id);
+            }
         }
     }
 
@@ -362,7 +414,7 @@ impl SessionCell {
             (Some(Control::TakeOver(waiting)), Control::TakeOver(more)) => waiting.extend(more),
             (slot, control) => *slot = Some(control),
         }
-        self.notify.notify_one();
+        self.wake(st);
         true
     }
 
@@ -389,7 +441,7 @@ impl SessionCell {
         {
             let mut st = self.state.lock();
             online = st.conn.is_some();
-            if !online && qos == QoS::AtMostOnce && !self.limits.queue_qos0_offline {
+            if !online && qos == QoS::AtMostOnce && !self.env.limits.queue_qos0_offline {
                 return Delivery::Dropped;
             }
             if let Some(acl) = &st.read_access.0 {
@@ -406,7 +458,10 @@ impl SessionCell {
                 let may_exceed = online && !self.is_full(&st, msg.payload.len(), 2);
                 if !may_exceed {
                     drop(st);
-                    self.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.env
+                        .stats
+                        .messages_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                     return Delivery::Dropped;
                 }
                 st.congested = true;
@@ -416,8 +471,9 @@ impl SessionCell {
             let mut seq = 0;
             // A session with a backlog stores its QoS 1/2 messages even if it is no longer
             // persistent (resumed with expiry 0): they must stay behind the backlog.
-            let stored =
-                self.durable && (st.persistent || st.backlog.count > 0) && qos != QoS::AtMostOnce;
+            let stored = self.env.durable
+                && (st.persistent || st.backlog.count > 0)
+                && qos != QoS::AtMostOnce;
             if stored {
                 st.next_seq = st.next_seq.max(1);
                 seq = st.next_seq;
@@ -435,9 +491,8 @@ impl SessionCell {
                         st.backlog.read_from = seq;
                     }
                     st.backlog.count += 1;
-                    drop(st);
                     if online {
-                        self.notify.notify_one();
+                        self.wake(&mut st);
                     }
                     return status;
                 }
@@ -449,19 +504,19 @@ impl SessionCell {
                 retain,
                 sub_ids,
             });
-        }
-        if online {
-            self.notify.notify_one();
+            if online {
+                self.wake(&mut st);
+            }
         }
         status
     }
 
     /// Whether the queue is at `factor` times its configured bounds.
     fn is_full(&self, st: &SessionState, incoming_bytes: usize, factor: usize) -> bool {
-        let count =
-            self.limits.max_messages > 0 && st.queued_len() >= self.limits.max_messages * factor;
-        let bytes = self.limits.max_bytes > 0
-            && st.queued_bytes + incoming_bytes > self.limits.max_bytes * factor;
+        let count = self.env.limits.max_messages > 0
+            && st.queued_len() >= self.env.limits.max_messages * factor;
+        let bytes = self.env.limits.max_bytes > 0
+            && st.queued_bytes + incoming_bytes > self.env.limits.max_bytes * factor;
         count || bytes
     }
 
@@ -480,7 +535,7 @@ impl SessionCell {
     /// queue are released from memory (they are in the store, or will be once their
     /// commits are applied) and become the start of the backlog. QoS 0 messages stay.
     pub fn release_queue_to_store(&self, st: &mut SessionState) {
-        if !self.durable || !(st.persistent || st.backlog.count > 0) {
+        if !self.env.durable || !(st.persistent || st.backlog.count > 0) {
             return;
         }
         let Some(first) = st.queue.iter().find(|q| q.seq != 0).map(|q| q.seq) else {
@@ -594,13 +649,26 @@ impl DeliveryTarget for SessionCell {
 }
 
 /// The session registry: client ID to session. Locked on connect and disconnect only.
-#[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<ByteStr, Arc<SessionCell>>>,
     next_id: AtomicU64,
+    env: Arc<SessionEnv>,
 }
 
 impl Sessions {
+    pub fn new(env: SessionEnv) -> Self {
+        Sessions {
+            map: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            env: Arc::new(env),
+        }
+    }
+
+    /// What the sessions share.
+    pub fn env(&self) -> &Arc<SessionEnv> {
+        &self.env
+    }
+
     pub fn get(&self, client_id: &str) -> Option<Arc<SessionCell>> {
         self.map.lock().get(client_id).cloned()
     }
@@ -610,42 +678,28 @@ impl Sessions {
     pub fn create(
         &self,
         client_id: ByteStr,
-        limits: QueueLimits,
-        stats: Arc<Stats>,
         acl: Option<Arc<dyn Authorizer>>,
-        durable: bool,
     ) -> (Arc<SessionCell>, Option<Arc<SessionCell>>) {
-        let cell = self.new_cell(client_id.clone(), limits, stats, acl, durable);
+        let cell = self.new_cell(client_id.clone(), acl);
         let old = self.map.lock().insert(client_id, cell.clone());
         (cell, old)
     }
 
     /// A new session with the next identifier (not yet in the registry).
-    fn new_cell(
-        &self,
-        client_id: ByteStr,
-        limits: QueueLimits,
-        stats: Arc<Stats>,
-        acl: Option<Arc<dyn Authorizer>>,
-        durable: bool,
-    ) -> Arc<SessionCell> {
+    fn new_cell(&self, client_id: ByteStr, acl: Option<Arc<dyn Authorizer>>) -> Arc<SessionCell> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        Arc::new(SessionCell::new(id, client_id, limits, stats, acl, durable))
+        Arc::new(SessionCell::new(id, client_id, self.env.clone(), acl))
     }
 
     /// Makes a new session for `client_id` if the registry still holds `expected` for it
     /// (`None`: no session), atomically; `None` when another connection changed it in
     /// between (the caller looks again). Two connections can thus never both replace
     /// the same session and leave one of them attached to an orphan.
-    #[allow(clippy::too_many_arguments)]
     pub fn create_replacing(
         &self,
         client_id: ByteStr,
         expected: Option<&Arc<SessionCell>>,
-        limits: QueueLimits,
-        stats: Arc<Stats>,
         acl: Option<Arc<dyn Authorizer>>,
-        durable: bool,
     ) -> Option<Arc<SessionCell>> {
         let mut map = self.map.lock();
         let unchanged = match (map.get(&client_id), expected) {
@@ -656,7 +710,7 @@ impl Sessions {
         if !unchanged {
             return None;
         }
-        let cell = self.new_cell(client_id.clone(), limits, stats, acl, durable);
+        let cell = self.new_cell(client_id.clone(), acl);
         map.insert(client_id, cell.clone());
         Some(cell)
     }
@@ -698,7 +752,8 @@ mod tests {
             max_bytes: 0,
             queue_qos0_offline: false,
         };
-        SessionCell::new(1, ByteStr::from("c"), limits, Arc::default(), None, true)
+        let env = SessionEnv::new(limits, Arc::default(), true);
+        SessionCell::new(1, ByteStr::from("c"), Arc::new(env), None)
     }
 
     fn stored(seq: u64) -> QueuedMessage {

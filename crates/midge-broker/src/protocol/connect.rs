@@ -3,7 +3,7 @@
 use crate::auth::{AuthResult, ClientInfo};
 use crate::connection::{Close, Conn};
 use crate::protocol::auth::EnhancedAuth;
-use crate::session::{ConnLink, Control, QueueLimits, ReadAccess, SessionCell};
+use crate::session::{ConnLink, Control, ReadAccess, SessionCell};
 use midge_proto::{
     ByteStr, ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, Publish,
     ReasonCode,
@@ -259,13 +259,8 @@ impl Conn {
         clean_start: bool,
         expiry: Option<Duration>,
     ) -> Result<(Arc<SessionCell>, bool), Close> {
-        let mut link = Some(ConnLink {
-            conn_id: self.conn_id,
-            request: None,
-            // Set when the main loop starts (`connection::serve`).
-            keep_alive_ms: 0,
-            last_read: tokio::time::Instant::now(),
-        });
+        // The keep-alive is set when the main loop starts (`connection::serve`).
+        let mut link = Some(ConnLink::new(self.conn_id));
         // Each failed attempt means another connection attached in between, which the next
         // attempt takes over in turn: a crowd of connections with one client ID gets through
         // one by one. Only a storm that lasts longer than this is answered Server busy.
@@ -287,18 +282,10 @@ impl Conn {
             let (cell, present) = match existing {
                 Some(cell) if !clean_start => (cell, true),
                 other => {
-                    let limits = QueueLimits {
-                        max_messages: self.broker.config.max_queued_messages,
-                        max_bytes: self.broker.config.max_queued_bytes,
-                        queue_qos0_offline: self.broker.config.queue_qos0_messages,
-                    };
                     let Some(cell) = self.broker.sessions.create_replacing(
                         self.client_id.clone(),
                         other.as_ref(),
-                        limits,
-                        self.broker.stats.clone(),
                         self.security().authorizer(),
-                        self.broker.store.is_some(),
                     ) else {
                         // Another connection created or replaced the session meanwhile.
                         tokio::task::yield_now().await;

@@ -781,6 +781,18 @@ fn persistence_in_toml() {
 }
 
 #[test]
+fn park_idle_after_in_toml() {
+    let c = ok(parse_str(Path::new("midge.toml"), "park_idle_after = 30\n")).config;
+    assert_eq!(c.park_idle_after, Duration::from_secs(30));
+    let c = ok(parse_str(Path::new("midge.toml"), "park_idle_after = 0\n")).config;
+    assert!(c.park_idle_after.is_zero(), "0 turns parking off");
+    let c = ok(parse_str(Path::new("midge.toml"), "")).config;
+    assert_eq!(c.park_idle_after, Duration::from_secs(2), "the default");
+    let errs = errors(parse_str(Path::new("midge.toml"), "park_idle_after = -1\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}
+
+#[test]
 fn limits_in_toml() {
     let loaded = ok(parse_str(
         Path::new("midge.toml"),

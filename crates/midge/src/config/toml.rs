@@ -46,6 +46,7 @@ struct File {
     max_connection_rate_per_ip: Option<Spanned<i64>>,
     max_inbound_message_rate: Option<Spanned<i64>>,
     auth_failures_before_delay: Option<Spanned<i64>>,
+    park_idle_after: Option<Spanned<i64>>,
     persistence: Option<bool>,
     data_dir: Option<String>,
     fsync: Option<Spanned<Fsync>>,
@@ -188,8 +189,16 @@ impl Reader<'_> {
             65535,
             default.connect_timeout.as_secs(),
         );
+        let park_idle_after = self.int(
+            &file.park_idle_after,
+            "park_idle_after",
+            0,
+            65535,
+            default.park_idle_after.as_secs(),
+        );
         Config {
             listeners,
+            park_idle_after: Duration::from_secs(park_idle_after),
             max_keepalive: self.int(
                 &file.max_keepalive,
                 "max_keepalive",
