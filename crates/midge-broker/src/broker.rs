@@ -199,6 +199,7 @@ impl BrokerInner {
             stats: stats.clone(),
             durable: store.is_some(),
             parking: parking.clone(),
+            room: Notify::new(),
         };
         BrokerInner {
             config,

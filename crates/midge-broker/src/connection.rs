@@ -496,7 +496,7 @@ pub(crate) fn start_serving(conn: &Conn) {
     let mut st = cell.state.lock();
     if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn.conn_id) {
         link.keep_alive_ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
-        link.last_read = now;
+        link.set_last_read(now);
         conn.broker.keep_alive.schedule(cell, link, now);
     }
 }

@@ -65,7 +65,7 @@ impl KeepAliveWheel {
     /// unless it is parked, `park_after` past `idle_since`. Nothing when neither applies
     /// or its entry already comes due by then. Called under the session lock.
     pub fn schedule(&self, cell: &Arc<SessionCell>, link: &mut ConnLink, idle_since: Instant) {
-        let keep_alive = (link.keep_alive_ms > 0).then(|| link.last_read + link.keep_alive());
+        let keep_alive = (link.keep_alive_ms > 0).then(|| link.last_read() + link.keep_alive());
         let park =
             (!self.park_after.is_zero() && !link.parked).then(|| idle_since + self.park_after);
         let next = match (keep_alive, park) {
@@ -133,10 +133,10 @@ impl KeepAliveWheel {
             return Looked::Other;
         }
         link.wheel_tick = 0;
-        if link.keep_alive_ms > 0 && link.last_read + link.keep_alive() <= now {
+        if link.keep_alive_ms > 0 && link.last_read() + link.keep_alive() <= now {
             return Looked::Expired;
         }
-        let mut idle_since = link.last_read;
+        let mut idle_since = link.last_read();
         if !self.park_after.is_zero() && !link.parked && idle_since + self.park_after <= now {
             // Idle long enough: ask it to park. It parks only if it still has nothing to
             // do; a busy connection is asked again `park_after` later.
@@ -190,7 +190,7 @@ mod tests {
     fn file(wheel: &KeepAliveWheel, cell: &Arc<SessionCell>) {
         let mut st = cell.state.lock();
         if let Some(link) = st.conn.as_mut() {
-            let since = link.last_read;
+            let since = link.last_read();
             wheel.schedule(cell, link, since);
         }
     }
@@ -219,7 +219,7 @@ mod tests {
         // The active client sends something at 1.2 s.
         tokio::time::advance(Duration::from_millis(200)).await;
         if let Some(l) = active.state.lock().conn.as_mut() {
-            l.last_read = Instant::now();
+            l.set_last_read(Instant::now());
         }
         tokio::time::advance(Duration::from_millis(400)).await;
         assert_eq!(wheel.expire(Instant::now()), 1, "the silent one, at 1.6 s");

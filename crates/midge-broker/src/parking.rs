@@ -224,3 +224,19 @@ impl ParkTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// What an idle parked connection costs besides its socket (docs/design/idle-memory.md):
+    /// its session and its parked record. jemalloc rounds a session (with its `Arc`
+    /// counts) up to the next of its size classes 320, 384, 448, 512: a byte over 368
+    /// here costs 64 per connection.
+    #[test]
+    fn an_idle_connection_fits_its_size_classes() {
+        let session = std::mem::size_of::<crate::session::SessionCell>();
+        let parked = std::mem::size_of::<super::Parked>();
+        eprintln!("SessionCell {session} B, Parked {parked} B");
+        assert!(session <= 368, "SessionCell is {session} bytes, over 368");
+        assert!(parked <= 64, "Parked is {parked} bytes, over 64");
+    }
+}

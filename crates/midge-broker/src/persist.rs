@@ -181,7 +181,6 @@ pub fn recover(
                 count: usize::try_from(rs.queued).unwrap_or(usize::MAX),
                 read_from: rs.first_queued_seq,
                 contiguous_from: st.next_seq,
-                paging: false,
             };
             st.queued_bytes = usize::try_from(rs.queued_bytes).unwrap_or(usize::MAX);
             stats.queued += st.backlog.count;
@@ -251,7 +250,7 @@ const MAX_BARRIERS: u32 = 10_000;
 
 /// Reads up to `want` messages of `cell`'s backlog from sequence number `from` on a
 /// blocking thread and moves them into its queue, then wakes its connection. Runs as a
-/// task, one at a time per session (`Backlog::paging`).
+/// task, one at a time per session (`SessionState::paging`).
 ///
 /// A publisher gives a message its sequence number while routing and commits it just
 /// after; the store shows it only once that commit is applied. When the first message to
@@ -307,7 +306,7 @@ pub(crate) async fn page_in(
 fn page_failed(cell: &crate::session::SessionCell, error: &str) {
     tracing::error!(client = %cell.client_id, "reading the queue from the store failed: {error}");
     let mut st = cell.state.lock();
-    st.backlog.paging = false;
+    st.paging = false;
     cell.request(
         &mut st,
         crate::session::Control::Close(midge_proto::ReasonCode::UNSPECIFIED_ERROR),

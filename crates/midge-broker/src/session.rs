@@ -94,7 +94,7 @@ pub struct ConnLink {
     pub keep_alive_ms: u32,
     /// When the connection last read something from its client (moved forward when it
     /// next looks at its queue). The keep-alive wheel (keepalive.rs) compares the two.
-    pub last_read: tokio::time::Instant,
+    last_read: u32,
     /// The connection is parked (parking.rs): no task runs it, and waking the session
     /// must start one ([`SessionCell::wake`]). May be left set briefly after the
     /// connection was resumed by its socket; a wake-up then finds nothing to resume.
@@ -111,7 +111,7 @@ impl ConnLink {
             conn_id,
             request: None,
             keep_alive_ms: 0,
-            last_read: tokio::time::Instant::now(),
+            last_read: stamp(tokio::time::Instant::now()),
             parked: false,
             wheel_tick: 0,
         }
@@ -126,6 +126,10 @@ pub struct SessionEnv {
     pub durable: bool,
     /// Where idle TCP connections are parked; `None` when parking is off.
     pub parking: Option<Arc<crate::parking::ParkTable>>,
+    /// Woken (all waiters) when a congested queue is back under its soft limit: one for
+    /// all sessions (congestion is rare; a publisher woken for another session's room
+    /// looks at its own targets and waits again).
+    pub room: Notify,
 }
 
 impl SessionEnv {
@@ -136,6 +140,7 @@ impl SessionEnv {
             stats,
             durable,
             parking: None,
+            room: Notify::new(),
         }
     }
 }
@@ -171,8 +176,6 @@ pub struct Backlog {
     /// way, never a gap. Below it (recovered at start-up) entries may be missing: expired
     /// ones were removed while loading.
     pub contiguous_from: u64,
-    /// A page read is under way (one at a time per session).
-    pub paging: bool,
 }
 
 /// The sizes of a session's queue, for tests and `$SYS`.
@@ -260,10 +263,26 @@ impl FromIterator<u16> for IdSet {
     }
 }
 
+/// Hash keys drawn once per process: a session's subscription map then needs no keys of
+/// its own (`RandomState` is 16 bytes in every session) and stays as hard to flood with
+/// colliding filters as with per-map keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessKeys;
+
+impl std::hash::BuildHasher for ProcessKeys {
+    type Hasher = std::collections::hash_map::DefaultHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        static KEYS: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+            std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+        KEYS.build_hasher()
+    }
+}
+
 /// Everything a session holds.
 #[derive(Debug, Default)]
 pub struct SessionState {
-    pub subscriptions: HashMap<ByteStr, StoredSubscription>,
+    pub subscriptions: HashMap<ByteStr, StoredSubscription, ProcessKeys>,
     /// Messages in memory, oldest first.
     pub queue: VecDeque<Queued>,
     /// Payload bytes of `queue` and of `backlog`.
@@ -283,10 +302,13 @@ pub struct SessionState {
     pub generation: u64,
     /// A will waiting for its Will Delay Interval after the connection was lost.
     pub pending_will: Option<Arc<Message>>,
-    /// The queue went past its soft limit; publishers wait on `SessionCell::room`.
+    /// The queue went past its soft limit; publishers wait on `SessionEnv::room`.
     pub congested: bool,
+    /// A page read of the backlog is under way (one at a time per session). Not in
+    /// [`Backlog`]: beside the other flags it takes no room of its own.
+    pub paging: bool,
     /// In-flight entries marked `unsent` (they do not count against the window).
-    pub unsent_resends: usize,
+    pub unsent_resends: u16,
     /// The username of the connection attached last (for read access checks).
     pub username: Option<ByteStr>,
     /// Read access is checked for every message queued (retained ones included).
@@ -347,8 +369,6 @@ pub struct SessionCell {
     /// Woken when a message is queued for a connected client, and for a request to it
     /// (`ConnLink::request`); all waiters when the connection detaches.
     pub notify: Notify,
-    /// Woken (all waiters) when a congested queue is back under its soft limit.
-    pub room: Notify,
     env: Arc<SessionEnv>,
 }
 
@@ -361,7 +381,33 @@ impl std::fmt::Debug for SessionCell {
     }
 }
 
+/// Granularity of [`ConnLink`]'s clock: a `u32` of these covers 13 years of uptime.
+const STAMP: Duration = Duration::from_millis(100);
+
+/// The instant every [`ConnLink`] time counts from (the first use in the process).
+fn epoch() -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(tokio::time::Instant::now)
+}
+
+/// `at` in [`STAMP`]s since the epoch, rounded up (a read is never taken for earlier
+/// than it was: the keep-alive never runs out early).
+fn stamp(at: tokio::time::Instant) -> u32 {
+    let ms = at.saturating_duration_since(epoch()).as_millis();
+    u32::try_from(ms.div_ceil(STAMP.as_millis())).unwrap_or(u32::MAX)
+}
+
 impl ConnLink {
+    /// When the connection last read something from its client.
+    pub fn last_read(&self) -> tokio::time::Instant {
+        epoch() + STAMP * self.last_read
+    }
+
+    /// Records a read at `at`.
+    pub fn set_last_read(&mut self, at: tokio::time::Instant) {
+        self.last_read = stamp(at);
+    }
+
     /// 1.5 times the client's keep-alive (zero: not checked).
     pub fn keep_alive(&self) -> Duration {
         Duration::from_millis(u64::from(self.keep_alive_ms))
@@ -384,7 +430,6 @@ impl SessionCell {
                 ..SessionState::default()
             }),
             notify: Notify::new(),
-            room: Notify::new(),
         }
     }
 
@@ -561,7 +606,7 @@ impl SessionCell {
         skip_missing: bool,
     ) -> PageOutcome {
         if st.generation != generation || st.backlog.read_from != from || st.backlog.count == 0 {
-            st.backlog.paging = false;
+            st.paging = false;
             return PageOutcome::Stale;
         }
         let mut expected = from;
@@ -588,7 +633,7 @@ impl SessionCell {
         if taken == 0 && !skip_missing {
             return PageOutcome::Missing;
         }
-        st.backlog.paging = false;
+        st.paging = false;
         st.backlog.count = st.backlog.count.saturating_sub(taken + skipped);
         st.backlog.read_from = expected;
         if skip_missing && taken == 0 {
@@ -617,7 +662,7 @@ impl SessionCell {
     pub fn after_drain(&self, st: &mut SessionState) {
         if st.congested && self.has_room_locked(st) {
             st.congested = false;
-            self.room.notify_waiters();
+            self.env.room.notify_waiters();
         }
     }
 }
@@ -640,7 +685,7 @@ impl DeliveryTarget for SessionCell {
     }
 
     fn room(&self) -> &Notify {
-        &self.room
+        &self.env.room
     }
 
     fn is_online(&self) -> bool {
@@ -648,9 +693,35 @@ impl DeliveryTarget for SessionCell {
     }
 }
 
+/// A session in the registry, found by its client ID: the key is the session's own
+/// `client_id`, so an entry is one pointer (a map from a separate key would add 32 bytes
+/// per session, and the registry's spare slots twice that).
+struct Registered(Arc<SessionCell>);
+
+impl std::hash::Hash for Registered {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: lookups by `&str` find it.
+        self.0.client_id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for Registered {}
+
+impl std::borrow::Borrow<str> for Registered {
+    fn borrow(&self) -> &str {
+        self.0.client_id.as_str()
+    }
+}
+
 /// The session registry: client ID to session. Locked on connect and disconnect only.
 pub struct Sessions {
-    map: Mutex<HashMap<ByteStr, Arc<SessionCell>>>,
+    map: Mutex<HashSet<Registered>>,
     next_id: AtomicU64,
     env: Arc<SessionEnv>,
 }
@@ -670,7 +741,7 @@ impl Sessions {
     }
 
     pub fn get(&self, client_id: &str) -> Option<Arc<SessionCell>> {
-        self.map.lock().get(client_id).cloned()
+        self.map.lock().get(client_id).map(|r| r.0.clone())
     }
 
     /// Makes a new session for `client_id`, replacing any in the registry, and returns the
@@ -680,9 +751,9 @@ impl Sessions {
         client_id: ByteStr,
         acl: Option<Arc<dyn Authorizer>>,
     ) -> (Arc<SessionCell>, Option<Arc<SessionCell>>) {
-        let cell = self.new_cell(client_id.clone(), acl);
-        let old = self.map.lock().insert(client_id, cell.clone());
-        (cell, old)
+        let cell = self.new_cell(client_id, acl);
+        let old = self.map.lock().replace(Registered(cell.clone()));
+        (cell, old.map(|r| r.0))
     }
 
     /// A new session with the next identifier (not yet in the registry).
@@ -702,25 +773,25 @@ impl Sessions {
         acl: Option<Arc<dyn Authorizer>>,
     ) -> Option<Arc<SessionCell>> {
         let mut map = self.map.lock();
-        let unchanged = match (map.get(&client_id), expected) {
+        let unchanged = match (map.get(client_id.as_str()), expected) {
             (None, None) => true,
-            (Some(current), Some(expected)) => Arc::ptr_eq(current, expected),
+            (Some(current), Some(expected)) => Arc::ptr_eq(&current.0, expected),
             _ => false,
         };
         if !unchanged {
             return None;
         }
-        let cell = self.new_cell(client_id.clone(), acl);
-        map.insert(client_id, cell.clone());
+        let cell = self.new_cell(client_id, acl);
+        map.replace(Registered(cell.clone()));
         Some(cell)
     }
 
     /// Removes the session if the registry still holds this very one.
     pub fn remove_if_same(&self, cell: &Arc<SessionCell>) -> bool {
         let mut map = self.map.lock();
-        match map.get(&cell.client_id) {
-            Some(current) if Arc::ptr_eq(current, cell) => {
-                map.remove(&cell.client_id);
+        match map.get(cell.client_id.as_str()) {
+            Some(current) if Arc::ptr_eq(&current.0, cell) => {
+                map.remove(cell.client_id.as_str());
                 true
             }
             _ => false,
@@ -737,7 +808,7 @@ impl Sessions {
 
     /// Every session (for `$SYS` counts and shutdown).
     pub fn all(&self) -> Vec<Arc<SessionCell>> {
-        self.map.lock().values().cloned().collect()
+        self.map.lock().iter().map(|r| r.0.clone()).collect()
     }
 }
 
@@ -785,8 +856,8 @@ mod tests {
             count,
             read_from,
             contiguous_from,
-            paging: true,
         };
+        st.paging = true;
     }
 
     #[test]
@@ -800,15 +871,15 @@ mod tests {
             PageOutcome::Accepted(1)
         );
         assert_eq!((st.backlog.count, st.backlog.read_from), (3, 6));
-        assert!(!st.backlog.paging);
-        st.backlog.paging = true;
+        assert!(!st.paging);
+        st.paging = true;
         let page = vec![stored(7), stored(8)];
         assert_eq!(
             c.accept_page(&mut st, 0, 6, page, false),
             PageOutcome::Missing
         );
         assert_eq!(st.queue.len(), 1, "nothing taken past a missing message");
-        assert!(st.backlog.paging, "the reader goes on after a barrier");
+        assert!(st.paging, "the reader goes on after a barrier");
     }
 
     #[test]
@@ -839,7 +910,7 @@ mod tests {
             PageOutcome::Stale
         );
         assert_eq!((st.queue.len(), st.backlog.count), (0, 2));
-        assert!(!st.backlog.paging);
+        assert!(!st.paging);
     }
 
     #[test]
@@ -885,7 +956,6 @@ mod tests {
             count: 2,
             read_from: 6,
             contiguous_from: 0,
-            paging: false,
         };
         c.release_queue_to_store(&mut st);
         assert_eq!(st.queue.len(), 1, "QoS 0 stays in memory");

@@ -344,7 +344,7 @@ impl Conn {
         for m in st.inflight.iter_mut() {
             m.unsent = true;
         }
-        st.unsent_resends = st.inflight.len();
+        st.unsent_resends = u16::try_from(st.inflight.len()).unwrap_or(u16::MAX);
     }
 
     /// Checks the username and password against the password file (off the async

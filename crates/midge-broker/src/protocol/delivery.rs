@@ -38,7 +38,7 @@ impl Conn {
                 return Some(request);
             }
             if self.read_since_drain {
-                link.last_read = now;
+                link.set_last_read(now);
                 self.read_since_drain = false;
             }
         }
@@ -68,7 +68,7 @@ impl Conn {
                 }
                 continue;
             }
-            if st.inflight.len() - st.unsent_resends >= window {
+            if st.inflight.len() - usize::from(st.unsent_resends) >= window {
                 break;
             }
             let seq = front.seq;
@@ -117,13 +117,13 @@ impl Conn {
     /// worker thread; when the page is in, the session's `notify` wakes the connection.
     fn request_page(&self, cell: &Arc<SessionCell>, st: &mut SessionState) {
         let b = st.backlog;
-        if b.count == 0 || b.paging || st.queue.len() >= PAGE / 2 {
+        if b.count == 0 || st.paging || st.queue.len() >= PAGE / 2 {
             return;
         }
         let Some(store) = self.broker.store.clone() else {
             return;
         };
-        st.backlog.paging = true;
+        st.paging = true;
         let want = (PAGE - st.queue.len()).min(b.count);
         tokio::spawn(crate::persist::page_in(
             cell.clone(),
@@ -235,7 +235,7 @@ impl Conn {
     fn resend_marked(&mut self, st: &mut SessionState, window: usize) {
         let mut drop_ids = Vec::new();
         for i in 0..st.inflight.len() {
-            if st.inflight.len() - st.unsent_resends >= window
+            if st.inflight.len() - usize::from(st.unsent_resends) >= window
                 || self.wbuf.len() >= WRITE_HIGH_WATER
             {
                 break;
