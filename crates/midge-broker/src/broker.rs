@@ -148,6 +148,8 @@ pub struct BrokerInner {
     connections_gone: Notify,
     /// Keep-alive and parking deadlines of the connections (keepalive.rs).
     pub keep_alive: crate::keepalive::KeepAliveWheel,
+    /// Live connections per listener (same order as `config.listeners`).
+    pub listener_connections: Box<[AtomicUsize]>,
     /// Idle TCP connections without a task (parking.rs); `None` when parking is off.
     pub parking: Option<Arc<crate::parking::ParkTable>>,
     /// Failed logins per source address: (start of the minute, count).
@@ -173,10 +175,11 @@ impl BrokerInner {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let stats = Arc::new(Stats::default());
+        let listener_count = config.listeners.len();
         let parking = if config.park_idle_after.is_zero() {
             None
         } else {
-            match crate::parking::ParkTable::start() {
+            match crate::parking::ParkTable::start(stats.clone()) {
                 Ok(table) => Some(table),
                 Err(e) => {
                     tracing::warn!("idle connections will not be parked: {e}");
@@ -217,6 +220,7 @@ impl BrokerInner {
             connections_gone: Notify::new(),
             keep_alive: crate::keepalive::KeepAliveWheel::new(park_after),
             parking,
+            listener_connections: (0..listener_count).map(|_| AtomicUsize::new(0)).collect(),
             auth_failures: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }

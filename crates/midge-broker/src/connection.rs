@@ -131,10 +131,9 @@ pub(crate) struct RetainedAfter {
 /// Congested subscribers a QoS 0 publisher waits for, and until when.
 pub(crate) type ReadPause = (Vec<Arc<dyn DeliveryTarget>>, Instant);
 
-/// What a parked connection keeps of its [`Conn`] (see [`Conn::park`]): about 40 bytes,
+/// What a parked connection keeps of its [`Conn`] (see [`Conn::park`]): about 30 bytes,
 /// plus a box for the rare parts when it has any.
 pub(crate) struct ParkedConn {
-    pub conn_id: u64,
     /// `u32::MAX`: no limit.
     client_max_packet: u32,
     will_delay: u32,
@@ -145,7 +144,22 @@ pub(crate) struct ParkedConn {
     version: ProtocolVersion,
     allow_anonymous: bool,
     connect_expiry_zero: bool,
+    /// The poll thread read a PINGREQ and could not write its PINGRESP: the resumed
+    /// connection sends it [MQTT-3.12.4-1].
+    pingresp_owed: bool,
     rare: Option<Box<ParkedRare>>,
+}
+
+impl ParkedConn {
+    /// A PINGRESP is owed to the client (see `pingresp_owed`).
+    pub(crate) fn owe_pingresp(&mut self) {
+        self.pingresp_owed = true;
+    }
+
+    /// The listener the connection came through.
+    pub(crate) fn listener(&self) -> Option<u16> {
+        self.listener
+    }
 }
 
 /// The parts of a parked connection few have: a will, topic aliases, enhanced
@@ -276,7 +290,6 @@ impl Conn {
             })
         });
         ParkedConn {
-            conn_id: self.conn_id,
             client_max_packet: u32::try_from(self.client_max_packet).unwrap_or(u32::MAX),
             will_delay: self.will_delay,
             keep_alive: u16::try_from(self.keep_alive.as_secs()).unwrap_or(u16::MAX),
@@ -286,6 +299,7 @@ impl Conn {
             version: self.version,
             allow_anonymous: self.allow_anonymous,
             connect_expiry_zero: self.connect_expiry_zero,
+            pingresp_owed: false,
             rare,
         }
     }
@@ -294,6 +308,7 @@ impl Conn {
     /// [`Conn::resumed`] completes it from its session.
     pub(crate) fn resume(
         broker: Arc<BrokerInner>,
+        conn_id: u64,
         parked: ParkedConn,
         session: Arc<SessionCell>,
         peer: SocketAddr,
@@ -307,10 +322,10 @@ impl Conn {
             Some(r) => (r.will, r.out_aliases, r.in_aliases, r.enhanced),
             None => (None, LazyMap::new(), LazyMap::new(), EnhancedAuth::Unused),
         };
-        Conn {
+        let mut conn = Conn {
             broker,
             peer,
-            conn_id: parked.conn_id,
+            conn_id,
             allow_anonymous: parked.allow_anonymous,
             listener: parked.listener,
             wbuf: BytesMut::new(),
@@ -337,7 +352,11 @@ impl Conn {
             store_failed: false,
             read_pause: None,
             enhanced,
+        };
+        if parked.pingresp_owed {
+            conn.send(&Packet::PingResp);
         }
+        conn
     }
 
     /// First thing in a resumed connection's task: its username from the session, and its

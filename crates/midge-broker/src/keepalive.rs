@@ -246,4 +246,64 @@ mod tests {
         assert!(wheel.is_empty());
         assert!(!requested(&cell));
     }
+
+    fn park_requested(cell: &SessionCell) -> bool {
+        cell.state
+            .lock()
+            .conn
+            .as_ref()
+            .is_some_and(|l| matches!(l.request, Some(Control::Park)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_asked_to_park_and_a_parked_one_only_for_its_keep_alive() {
+        let wheel = KeepAliveWheel::new(Duration::from_secs(2));
+        let cell = connected(1, Duration::from_secs(15));
+        file(&wheel, &cell);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        wheel.expire(Instant::now());
+        assert!(!park_requested(&cell), "not idle for 2 s yet");
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        wheel.expire(Instant::now());
+        assert!(park_requested(&cell), "idle for 2.5 s");
+        assert_eq!(wheel.len(), 1, "filed again");
+
+        // It parked: the next look is its keep-alive's, at 15 s, not a park request.
+        if let Some(l) = cell.state.lock().conn.as_mut() {
+            l.request = None;
+            l.parked = true;
+        }
+        tokio::time::advance(Duration::from_secs(3)).await;
+        wheel.expire(Instant::now());
+        assert!(!park_requested(&cell) && !requested(&cell));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            wheel.expire(Instant::now()),
+            1,
+            "keep-alive expired while parked"
+        );
+        assert!(requested(&cell));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn filing_earlier_leaves_the_later_entry_stale() {
+        let wheel = KeepAliveWheel::new(Duration::from_secs(2));
+        let cell = connected(1, Duration::from_secs(60));
+        if let Some(l) = cell.state.lock().conn.as_mut() {
+            l.parked = true;
+        }
+        file(&wheel, &cell); // under its keep-alive, 60 s
+        if let Some(l) = cell.state.lock().conn.as_mut() {
+            l.parked = false; // resumed: to be parked again in 2 s
+            wheel.schedule(&cell, l, Instant::now());
+        }
+        assert_eq!(wheel.len(), 2);
+        tokio::time::advance(Duration::from_millis(2500)).await;
+        wheel.expire(Instant::now());
+        assert!(park_requested(&cell));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // The 60 s entry is stale (dropped); the live one is a keep-alive expiry.
+        assert_eq!(wheel.expire(Instant::now()), 1);
+        assert!(wheel.is_empty());
+    }
 }

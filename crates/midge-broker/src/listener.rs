@@ -8,7 +8,7 @@ use crate::tls::TlsListener;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -35,7 +35,10 @@ pub async fn accept_loop(
     index: usize,
     tls: Option<Arc<TlsListener>>,
 ) {
-    let per_listener = Arc::new(AtomicUsize::new(0));
+    let Some(per_listener) = broker.listener_connections.get(index) else {
+        return;
+    };
+    let listener_index = u16::try_from(index).ok();
     let mut rate = ConnectionRate::default();
     let mut shutdown = broker.shutdown.clone();
     loop {
@@ -76,9 +79,9 @@ pub async fn accept_loop(
         }
         per_listener.fetch_add(1, Ordering::AcqRel);
         let _ = stream.set_nodelay(true);
-        let live = Counted::new(broker.clone(), per_listener.clone());
+        let live = Counted::new(broker.clone(), listener_index);
         let client = ClientTransport {
-            listener: u16::try_from(index).ok(),
+            listener: listener_index,
             peer,
             allow_anonymous: config.allow_anonymous,
             identity: None,
@@ -98,33 +101,35 @@ pub async fn accept_loop(
 }
 
 /// A live connection, counted on its listener and on the broker until dropped. A parked
-/// connection keeps counting (`keep`): only its listener's count is kept with it.
+/// connection keeps counting (`keep`).
 struct Counted {
     broker: Arc<BrokerInner>,
-    per_listener: Arc<AtomicUsize>,
+    listener: Option<u16>,
     armed: bool,
 }
 
 impl Counted {
-    fn new(broker: Arc<BrokerInner>, per_listener: Arc<AtomicUsize>) -> Self {
+    fn new(broker: Arc<BrokerInner>, listener: Option<u16>) -> Self {
         Counted {
             broker,
-            per_listener,
+            listener,
             armed: true,
         }
     }
 
-    /// The listener's count, the connection still counted (it is being parked).
-    fn keep(mut self) -> Arc<AtomicUsize> {
+    /// The connection stays counted (it is being parked).
+    fn keep(mut self) {
         self.armed = false;
-        self.per_listener.clone()
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         if self.armed {
-            self.per_listener.fetch_sub(1, Ordering::AcqRel);
+            let index = self.listener.map(usize::from);
+            if let Some(count) = index.and_then(|i| self.broker.listener_connections.get(i)) {
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
             self.broker.remove_connection();
         }
     }
@@ -197,33 +202,33 @@ fn park_tcp(live: Counted, conn: Conn, stream: TcpStream) {
             return;
         }
     };
+    let conn_id = conn.conn_id;
+    live.keep();
     let parked = Box::new(Parked {
         stream: std_stream,
         session,
-        per_listener: live.keep(),
         conn: conn.park(),
     });
-    if let Err(parked) = parking.park(parked) {
+    if let Err(parked) = parking.park(conn_id, parked) {
         // Its session had work for it after all: go on in a new task.
-        resume_tcp(broker, *parked);
+        resume_tcp(broker, conn_id, *parked);
     }
 }
 
 /// Resumes a parked connection (parking.rs) in a new task: its socket had something to
 /// read, or its session something for it. Called in the runtime's context, maybe under
 /// the session's lock (a message being queued): the session is looked at by the task.
-pub(crate) fn resume_tcp(broker: Arc<BrokerInner>, parked: Parked) {
+pub(crate) fn resume_tcp(broker: Arc<BrokerInner>, conn_id: u64, parked: Parked) {
     let Parked {
         stream,
         session,
-        per_listener,
         conn,
     } = parked;
-    let live = Counted::new(broker.clone(), per_listener);
+    let live = Counted::new(broker.clone(), conn.listener());
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let conn = Conn::resume(broker, conn, session, peer);
+    let conn = Conn::resume(broker, conn_id, conn, session, peer);
     match TcpStream::from_std(stream) {
         Ok(stream) => {
             tokio::spawn(serve_tcp(live, conn, stream, true));
@@ -357,7 +362,7 @@ mod tests {
         };
         assert!(inner.try_add_connection());
         let conn = Conn::new(inner.clone(), client);
-        let live = Counted::new(inner.clone(), Arc::new(AtomicUsize::new(1)));
+        let live = Counted::new(inner.clone(), None);
         let task = serve_tcp(live, conn, stream, false);
         let size = std::mem::size_of_val(&task);
         eprintln!("TCP connection task: {size} bytes");

@@ -63,14 +63,13 @@ async fn a_message_resumes_a_parked_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_is_resumed_by_what_its_client_sends() {
+    // Anything but a lone PINGREQ (answered while parked, below) resumes it.
     for v in V3_AND_V5 {
         let b = parking_broker().await;
         let mut count = parked(&b);
         let mut c = b.client(v, "talker").await;
         until_parked(&mut count, 1).await;
         // [MQTT-3.12.4-1] PINGREQ is answered with PINGRESP, parked or not.
-        c.ping().await;
-        until_parked(&mut count, 1).await;
         c.subscribe("own/#", QoS::AtLeastOnce).await;
         until_parked(&mut count, 1).await;
         let ack = c.publish("own/x", "to myself", QoS::AtLeastOnce).await;
@@ -254,4 +253,55 @@ async fn messages_queued_while_parked_arrive_in_order() {
         let got = sub.recv_publish_acked().await;
         assert_eq!(got.payload, i.to_string().as_bytes(), "message {i}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingreq_is_answered_while_parked_and_keeps_the_connection_alive() {
+    // [MQTT-3.12.4-1] PINGREQ gets PINGRESP; the poll thread answers it without resuming
+    // the connection, and it counts as the client's activity for the keep-alive
+    // [MQTT-3.1.2-24]: three pings 0.7 s apart outlive 1.5 x a 1 s keep-alive.
+    for v in V3_AND_V5 {
+        let b = parking_broker().await;
+        let mut count = parked(&b);
+        let (mut c, _) = TestClient::connect(b.addr, v, |c| {
+            c.client_id = "pinger".into();
+            c.keep_alive = 1;
+        })
+        .await;
+        until_parked(&mut count, 1).await;
+        count.borrow_and_update();
+        for _ in 0..3 {
+            // Pacing the client like a real one, not waiting for the broker.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            c.ping().await;
+        }
+        assert!(
+            !count.has_changed().unwrap_or(true),
+            "{v:?}: the pings resumed the connection"
+        );
+        c.subscribe("still/#", QoS::AtMostOnce).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_count_against_max_connections() {
+    // A parked connection is still a connection: the listener's limit holds, and its
+    // place is free again once it goes.
+    let b = TestBroker::start_with(|c| {
+        c.park_idle_after = Duration::from_millis(1);
+        c.listeners[0].max_connections = Some(2);
+    })
+    .await;
+    let mut count = parked(&b);
+    let first = b.client(V311, "one").await;
+    let _second = b.client(V311, "two").await;
+    until_parked(&mut count, 2).await;
+    let mut third = TestClient::tcp(b.addr, V311).await;
+    third
+        .send(&Packet::Connect(Box::new(connect_packet(V311, "three"))))
+        .await;
+    third.expect_closed().await;
+    first.disconnect().await;
+    until_parked(&mut count, 1).await;
+    let _fourth = b.client(V311, "four").await;
 }
