@@ -156,9 +156,9 @@ SCENARIOS=(
     "fanout_q1|msg|pubsub --pubs 1 --subs 1000 --pub-topic bench/fan --sub-topic bench/fan -q 1 -s 64 --duration %D"
     "pairs_q0|msg|pubsub --pubs 1000 --subs 1000 --pub-topic bench/%i --sub-topic bench/%i -q 0 -s 64 --rate 1000 --duration %D"
     "latency_q1_10k|msg|pubsub --pubs 100 --subs 100 --pub-topic bench/%i --sub-topic bench/%i -q 1 -s 64 --rate 100 --duration %D"
-    "idle_10k|conn|conn -c 10000 --hold 1 --connect-concurrency 200 --broker-pid %P"
+    "idle_10k|conn|conn -c 10000 --hold 20 --connect-concurrency 200 --broker-pid %P"
 )
-[ "$QUICK" = 1 ] || SCENARIOS+=("idle_19k|conn|conn -c 19000 --hold 1 --connect-concurrency 200 --broker-pid %P")
+[ "$QUICK" = 1 ] || SCENARIOS+=("idle_19k|conn|conn -c 19000 --hold 20 --connect-concurrency 200 --broker-pid %P")
 
 RAW="$WORK/raw.tsv"
 : >"$RAW"

@@ -9,6 +9,16 @@ mod tools;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read when it starts: its background thread returns freed pages to
+/// the operating system over 5 s (its default is 10 s), so the memory of a burst (the tasks
+/// of connections that have since parked, a backlog drained) does not stay in the broker's
+/// RSS while it is idle. `MALLOC_CONF`-style overrides: the `_RJEM_MALLOC_CONF` variable.
+/// See docs/design/allocator.md.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: Option<&'static u8> =
+    Some(&b"background_thread:true,dirty_decay_ms:5000\0"[0]);
+
 use anyhow::Context;
 use clap::Parser;
 use midge_broker::{Broker, Config, ListenerConfig};
