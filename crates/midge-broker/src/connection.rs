@@ -10,8 +10,9 @@
 //! the bytes read are copied into the connection's own (so a read buffer exists only
 //! while a packet is partly read or being handled), and the write buffer is given back
 //! once written. The task itself is kept small: the connect phase runs in its own boxed
-//! future, rarely used state is boxed, and one timer serves keep-alive and throttling.
-//! See docs/design/idle-memory.md for the numbers.
+//! future and rarely used state is boxed. A plain TCP connection idle for a while gives
+//! up its task altogether and is parked (parking.rs). See docs/design/idle-memory.md for
+//! the numbers.
 
 use crate::broker::BrokerInner;
 use crate::listener::ClientTransport;

@@ -34,12 +34,14 @@ impl Conn {
         let mut ops = Vec::new();
         let mut st = cell.state.lock();
         if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == self.conn_id) {
-            if let Some(request) = link.request.take() {
-                return Some(request);
-            }
+            // Recorded first: a connection that parks on the request must not take an
+            // older read with it (its keep-alive would run out early).
             if self.read_since_drain {
                 link.set_last_read(now);
                 self.read_since_drain = false;
+            }
+            if let Some(request) = link.request.take() {
+                return Some(request);
             }
         }
         if st.unsent_resends > 0 {
