@@ -231,6 +231,11 @@ impl Conn {
 
     pub(crate) fn new(broker: Arc<BrokerInner>, client: ClientTransport) -> Self {
         let conn_id = broker.next_conn_id();
+        Self::with_id(broker, client, conn_id)
+    }
+
+    /// A connection before CONNECT, with identifier `conn_id`.
+    fn with_id(broker: Arc<BrokerInner>, client: ClientTransport, conn_id: u64) -> Self {
         Conn {
             broker,
             peer: client.peer,
@@ -318,42 +323,32 @@ impl Conn {
             u32::MAX => usize::MAX,
             n => n as usize,
         };
-        let rare = parked.rare.map(|r| *r);
-        let (will, out_aliases, in_aliases, enhanced) = match rare {
-            Some(r) => (r.will, r.out_aliases, r.in_aliases, r.enhanced),
-            None => (None, LazyMap::new(), LazyMap::new(), EnhancedAuth::Unused),
-        };
-        let mut conn = Conn {
-            broker,
-            peer,
-            conn_id,
-            allow_anonymous: parked.allow_anonymous,
+        let client = ClientTransport {
             listener: parked.listener,
-            wbuf: BytesMut::new(),
-            wbuf_last: 0,
-            read_since_drain: false,
-            version: parked.version,
-            client_id: session.client_id.clone(),
-            username: None,
+            peer,
+            allow_anonymous: parked.allow_anonymous,
             identity: None,
-            session: Some(session),
-            keep_alive: Duration::from_secs(u64::from(parked.keep_alive)),
-            client_receive_max: parked.client_receive_max,
-            client_max_packet,
-            client_alias_max: parked.client_alias_max,
-            out_aliases,
-            in_aliases,
-            will,
-            will_delay: parked.will_delay,
-            connect_expiry_zero: parked.connect_expiry_zero,
-            scratch: LazyScratch::default(),
-            held_acks: VecDeque::new(),
-            publish_window: (Instant::now(), 0),
-            throttle_until: None,
-            store_failed: false,
-            read_pause: None,
-            enhanced,
         };
+        let mut conn = Conn::with_id(broker, client, conn_id);
+        conn.version = parked.version;
+        conn.client_id = session.client_id.clone();
+        conn.session = Some(session);
+        conn.keep_alive = Duration::from_secs(u64::from(parked.keep_alive));
+        conn.client_receive_max = parked.client_receive_max;
+        conn.client_max_packet = client_max_packet;
+        conn.client_alias_max = parked.client_alias_max;
+        conn.will_delay = parked.will_delay;
+        conn.connect_expiry_zero = parked.connect_expiry_zero;
+        if let Some(rare) = parked.rare {
+            let ParkedRare {
+                will,
+                out_aliases,
+                in_aliases,
+                enhanced,
+            } = *rare;
+            (conn.will, conn.out_aliases, conn.in_aliases, conn.enhanced) =
+                (will, out_aliases, in_aliases, enhanced);
+        }
         if parked.pingresp_owed {
             conn.send(&Packet::PingResp);
         }

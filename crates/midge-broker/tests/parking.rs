@@ -24,6 +24,19 @@ fn parked(b: &TestBroker) -> watch::Receiver<usize> {
         .watch()
 }
 
+/// A parking broker with a 5.0 subscriber to `filter` and a 5.0 publisher.
+async fn subscriber_and_publisher(
+    filter: &str,
+    qos: QoS,
+) -> (TestBroker, watch::Receiver<usize>, TestClient, TestClient) {
+    let b = parking_broker().await;
+    let count = parked(&b);
+    let mut sub = b.client(V5, "sub").await;
+    sub.subscribe(filter, qos).await;
+    let publisher = b.client(V5, "pub").await;
+    (b, count, sub, publisher)
+}
+
 /// Waits until `n` connections are parked.
 async fn until_parked(rx: &mut watch::Receiver<usize>, n: usize) {
     let waited = tokio::time::timeout(RECV_TIMEOUT, rx.wait_for(|p| *p == n))
@@ -83,11 +96,8 @@ async fn a_parked_connection_is_resumed_by_what_its_client_sends() {
 async fn qos2_flows_across_parking_on_both_sides() {
     // An inbound QoS 2 packet identifier, and an outgoing QoS 2 message in flight, are
     // kept by the session while the connection is parked [MQTT-4.3.3-10].
-    let b = parking_broker().await;
-    let mut count = parked(&b);
-    let mut sub = b.client(V5, "sub").await;
-    sub.subscribe("q2", QoS::ExactlyOnce).await;
-    let mut publisher = b.client(V5, "pub").await;
+    let (_b, mut count, mut sub, mut publisher) =
+        subscriber_and_publisher("q2", QoS::ExactlyOnce).await;
     let mut p = publish_packet("q2", "once", QoS::ExactlyOnce);
     p.packet_id = 7;
     publisher.send(&Packet::Publish(p)).await;
@@ -115,11 +125,8 @@ async fn qos2_flows_across_parking_on_both_sides() {
 async fn topic_aliases_survive_parking() {
     // A Topic Alias set before the connection parked still names its topic afterwards
     // [MQTT-3.3.2-12].
-    let b = parking_broker().await;
-    let mut count = parked(&b);
-    let mut sub = b.client(V5, "sub").await;
-    sub.subscribe("aliased/topic", QoS::AtLeastOnce).await;
-    let mut publisher = b.client(V5, "pub").await;
+    let (_b, mut count, mut sub, mut publisher) =
+        subscriber_and_publisher("aliased/topic", QoS::AtLeastOnce).await;
     let mut first = publish_packet("aliased/topic", "one", QoS::AtLeastOnce);
     first.properties.topic_alias = Some(3);
     publisher.publish_packet(first).await;
