@@ -148,24 +148,24 @@ impl ParkTable {
         &self.shards[(conn_id % SHARDS as u64) as usize]
     }
 
-    fn token(conn_id: u64) -> Token {
-        Token(usize::try_from(conn_id).unwrap_or(usize::MAX - 1))
-    }
-
     /// Parks a connection that found itself idle. `Ok` when it is parked, or was resumed
     /// already by its socket (a new task has it); `Err` gives it back to the caller, which
     /// goes on serving it: its session had work for it after all, or the socket could not
     /// be watched.
     pub(crate) fn park(&self, conn_id: u64, parked: Box<Parked>) -> Result<(), Box<Parked>> {
+        // The poll set names the connection by its identifier: one that does not fit a
+        // token (past 4 billion connections on a 32-bit system) is not parked.
+        let token = match usize::try_from(conn_id) {
+            Ok(t) if Token(t) != WAKE => Token(t),
+            _ => return Err(parked),
+        };
         let fd = parked.stream.as_raw_fd();
         let session = parked.session.clone();
         {
             let mut shard = self.shard(conn_id).lock();
-            let registered = self.registry.register(
-                &mut SourceFd(&fd),
-                Self::token(conn_id),
-                Interest::READABLE,
-            );
+            let registered = self
+                .registry
+                .register(&mut SourceFd(&fd), token, Interest::READABLE);
             if let Err(e) = registered {
                 tracing::debug!(conn_id, "not parked: {e}");
                 return Err(parked);
