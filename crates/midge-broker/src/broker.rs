@@ -511,8 +511,8 @@ impl BrokerInner {
     ) {
         let (generation, expiry, record) = {
             let mut st = cell.state.lock();
-            if st.conn.as_ref().is_some_and(|c| c.conn_id == conn_id) {
-                st.conn = None;
+            if let Some(link) = st.conn.take_if(|c| c.conn_id == conn_id) {
+                self.keep_alive.forget(&link);
             }
             st.generation += 1;
             // Offline, its stored messages live in the store only (bounded memory).

@@ -8,10 +8,16 @@
 //! (`Control::KeepAliveTimeout`). So each connection is looked at about once per keep-alive
 //! period, as a per-connection timer would be, for ~24 bytes instead of a `Sleep` (112 B)
 //! in its task. See docs/design/idle-memory.md.
+//!
+//! The same wheel asks connections idle for `park_idle_after` to park (parking.rs). An
+//! entry whose connection left stays until its tick unless swept: once the entries known
+//! to be stale are at least 4,096 and half of all, the sweep drops them (so connection
+//! churn with long keep-alives does not pile them up).
 
 use crate::session::{ConnLink, Control, SessionCell, SessionState};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -37,7 +43,18 @@ pub struct KeepAliveWheel {
     /// Idle time after which a connection is asked to park; zero: never.
     park_after: Duration,
     slots: Mutex<BTreeMap<u32, Vec<Entry>>>,
+    /// Entries filed and not yet taken (due or compacted away).
+    entries: AtomicUsize,
+    /// Entries known to be stale: their connection left, or was filed again earlier. A
+    /// stale entry would otherwise stay until its tick, up to 1.5 x 65,535 s away: under
+    /// connection churn they are swept out once they are half of all entries.
+    stale: AtomicUsize,
+    /// Fewest stale entries worth a sweep.
+    compact_at: usize,
 }
+
+/// Stale entries below this are left to come due on their own.
+const COMPACT_AT: usize = 4096;
 
 impl Default for KeepAliveWheel {
     fn default() -> Self {
@@ -51,6 +68,9 @@ impl KeepAliveWheel {
             start: Instant::now(),
             park_after,
             slots: Mutex::new(BTreeMap::new()),
+            entries: AtomicUsize::new(0),
+            stale: AtomicUsize::new(0),
+            compact_at: COMPACT_AT,
         }
     }
 
@@ -76,20 +96,77 @@ impl KeepAliveWheel {
             },
         };
         let tick = self.tick_of(next);
-        if link.wheel_tick != 0 && link.wheel_tick <= tick {
-            return;
+        if link.wheel_tick != 0 {
+            if link.wheel_tick <= tick {
+                return;
+            }
+            // The entry under the later tick is stale from here.
+            self.stale.fetch_add(1, Ordering::Relaxed);
         }
         link.wheel_tick = tick;
         self.slots.lock().entry(tick).or_default().push(Entry {
             cell: Arc::downgrade(cell),
             conn_id: link.conn_id,
         });
+        self.entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The connection of `link` is leaving its session: its entry, if any, is stale.
+    pub fn forget(&self, link: &ConnLink) {
+        if link.wheel_tick != 0 {
+            self.stale.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the stale entries once they are at least `compact_at` and half of all.
+    /// Called by the sweep only (never concurrently with `expire`), under no session lock:
+    /// it takes each entry's session lock to tell whether the entry is still the live one.
+    fn compact_if_worth_it(&self) {
+        let stale = self.stale.load(Ordering::Relaxed);
+        if stale < self.compact_at || stale * 2 < self.entries.load(Ordering::Relaxed) {
+            return;
+        }
+        // Out of the lock while sessions are looked at; entries filed meanwhile go into
+        // the emptied map and the two are merged.
+        let taken = std::mem::take(&mut *self.slots.lock());
+        let mut kept: BTreeMap<u32, Vec<Entry>> = BTreeMap::new();
+        let mut removed = 0;
+        for (tick, entries) in taken {
+            let before = entries.len();
+            let live: Vec<Entry> = entries
+                .into_iter()
+                .filter(|e| Self::is_live(e, tick))
+                .collect();
+            removed += before - live.len();
+            if !live.is_empty() {
+                kept.insert(tick, live);
+            }
+        }
+        let mut slots = self.slots.lock();
+        for (tick, mut entries) in kept {
+            slots.entry(tick).or_default().append(&mut entries);
+        }
+        drop(slots);
+        self.stale.store(0, Ordering::Relaxed);
+        self.entries.fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    /// Whether `e`, filed under `tick`, is its connection's live entry.
+    fn is_live(e: &Entry, tick: u32) -> bool {
+        let Some(cell) = e.cell.upgrade() else {
+            return false;
+        };
+        let st = cell.state.lock();
+        st.conn
+            .as_ref()
+            .is_some_and(|l| l.conn_id == e.conn_id && l.wheel_tick == tick)
     }
 
     /// Looks at every entry due by `now`: closes the connections whose client sent nothing
     /// for their keep-alive, asks those idle for `park_after` to park, and files the
     /// others again. Returns how many were asked to close.
     pub fn expire(&self, now: Instant) -> usize {
+        self.compact_if_worth_it();
         let due: Vec<(u32, Entry)> = {
             let mut slots = self.slots.lock();
             let later = slots.split_off(&self.tick_of(now).saturating_add(1));
@@ -98,9 +175,11 @@ impl KeepAliveWheel {
                 .flat_map(|(tick, entries)| entries.into_iter().map(move |e| (tick, e)))
                 .collect()
         };
+        self.entries.fetch_sub(due.len(), Ordering::Relaxed);
         let mut closed = 0;
         for (tick, e) in due {
             let Some(cell) = e.cell.upgrade() else {
+                self.stale_gone();
                 continue;
             };
             let mut st = cell.state.lock();
@@ -109,6 +188,7 @@ impl KeepAliveWheel {
                     cell.request(&mut st, Control::KeepAliveTimeout);
                     closed += 1;
                 }
+                Looked::Stale => self.stale_gone(),
                 Looked::Other => {}
             }
         }
@@ -126,11 +206,11 @@ impl KeepAliveWheel {
     ) -> Looked {
         let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn_id) else {
             // That connection is gone; a new one files itself.
-            return Looked::Other;
+            return Looked::Stale;
         };
         if link.wheel_tick != tick {
             // Filed again under an earlier tick since: that entry is the live one.
-            return Looked::Other;
+            return Looked::Stale;
         }
         link.wheel_tick = 0;
         if link.keep_alive_ms > 0 && link.last_read() + link.keep_alive() <= now {
@@ -150,6 +230,13 @@ impl KeepAliveWheel {
         Looked::Other
     }
 
+    /// A stale entry came due (or its session was gone): one fewer to sweep.
+    fn stale_gone(&self) {
+        let _ = self
+            .stale
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     /// Entries filed (for tests).
     pub fn len(&self) -> usize {
         self.slots.lock().values().map(Vec::len).sum()
@@ -164,6 +251,8 @@ impl KeepAliveWheel {
 enum Looked {
     /// The keep-alive ran out: close the connection.
     Expired,
+    /// Not its connection's live entry (counted in `stale`, or its session is gone).
+    Stale,
     Other,
 }
 
@@ -305,5 +394,36 @@ mod tests {
         // The 60 s entry is stale (dropped); the live one is a keep-alive expiry.
         assert_eq!(wheel.expire(Instant::now()), 1);
         assert!(wheel.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_of_connections_that_left_are_swept_under_churn() {
+        // Long keep-alives: without the sweep these entries would stay ~25 hours.
+        let mut wheel = KeepAliveWheel::new(Duration::ZERO);
+        wheel.compact_at = 8;
+        let cells: Vec<_> = (1..=20)
+            .map(|id| connected(id, Duration::from_secs(90_000)))
+            .collect();
+        for cell in &cells {
+            file(&wheel, cell);
+        }
+        assert_eq!(wheel.len(), 20);
+        // 15 leave, as `Broker::detach` does it.
+        for cell in &cells[..15] {
+            let mut st = cell.state.lock();
+            if let Some(link) = st.conn.take() {
+                wheel.forget(&link);
+            }
+        }
+        tokio::time::advance(TICK).await;
+        assert_eq!(wheel.expire(Instant::now()), 0);
+        assert_eq!(
+            wheel.len(),
+            5,
+            "the 15 stale entries are gone, the 5 live ones kept"
+        );
+        // The live ones are still looked at when due.
+        tokio::time::advance(Duration::from_secs(90_001)).await;
+        assert_eq!(wheel.expire(Instant::now()), 5);
     }
 }
