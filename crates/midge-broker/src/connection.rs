@@ -670,7 +670,10 @@ where
         }
         let mut request = conn.drain_queue(&cell);
         if matches!(request, Some(Control::Park)) {
-            if can_park && rbuf.is_empty() && conn.is_idle() {
+            // A queue that waits for the client (a full in-flight window) or for the store
+            // keeps the connection here: parked, it would be taken back at once.
+            if can_park && rbuf.is_empty() && conn.is_idle() && cell.state.lock().nothing_to_send()
+            {
                 return Close::Park;
             }
             // Busy after all: the queue was not looked at for the request, look now.

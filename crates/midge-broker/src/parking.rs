@@ -39,8 +39,9 @@ const SHARDS: usize = 16;
 
 /// What the poll thread did with what a parked socket had to read.
 enum Ping {
-    /// A lone PINGREQ, read and answered with PINGRESP.
-    Answered,
+    /// A lone PINGREQ, read and answered with PINGRESP; `more`: something came after it
+    /// meanwhile (data, the end of the stream, an error), for the connection's task.
+    Answered { more: bool },
     /// A lone PINGREQ, read; the PINGRESP could not be written: the resumed connection
     /// sends it.
     Owed,
@@ -68,7 +69,13 @@ fn answer_ping(stream: &std::net::TcpStream) -> Ping {
     }
     let mut writer = stream;
     match writer.write(&PINGRESP) {
-        Ok(2) => Ping::Answered,
+        Ok(2) => {
+            let more = !matches!(
+                stream.peek(&mut peeked),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            );
+            Ping::Answered { more }
+        }
         // A full send buffer (never for an idle connection) or a failing socket: the
         // connection's task answers or finds out.
         _ => Ping::Owed,
@@ -92,6 +99,8 @@ pub struct ParkTable {
     registry: Registry,
     waker: Waker,
     stop: AtomicBool,
+    /// The poll thread has ended: nothing is parked any more.
+    dead: AtomicBool,
     runtime: tokio::runtime::Handle,
     broker: OnceLock<Weak<BrokerInner>>,
     /// How many are parked (a `watch`, so that tests can wait for a change).
@@ -112,6 +121,7 @@ impl ParkTable {
             registry,
             waker,
             stop: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             runtime,
             broker: OnceLock::new(),
             parked: watch::Sender::new(0),
@@ -163,6 +173,9 @@ impl ParkTable {
         let session = parked.session.clone();
         {
             let mut shard = self.shard(conn_id).lock();
+            if self.dead.load(Ordering::Acquire) {
+                return Err(parked);
+            }
             let registered = self
                 .registry
                 .register(&mut SourceFd(&fd), token, Interest::READABLE);
@@ -174,11 +187,14 @@ impl ParkTable {
             self.parked.send_modify(|n| *n += 1);
         }
         let mut st = session.state.lock();
-        let idle = st.queue.is_empty() && st.backlog.count == 0 && st.unsent_resends == 0;
+        let idle = st.nothing_to_send();
         match st.conn.as_mut().filter(|l| l.conn_id == conn_id) {
             Some(link) if idle && link.request.is_none() => {
-                // From here a wake-up of the session resumes the connection.
-                link.parked = true;
+                // From here a wake-up of the session resumes the connection: unless its
+                // socket resumed it already (then it is running, and must not be marked).
+                if self.shard(conn_id).lock().contains_key(&conn_id) {
+                    link.parked = true;
+                }
                 Ok(())
             }
             _ => {
@@ -227,7 +243,13 @@ impl ParkTable {
     /// Connection `conn_id`'s socket became readable. A lone PINGREQ, what an idle client
     /// sends once per keep-alive, is answered here and the connection stays parked;
     /// anything else (or the end of the stream) resumes it.
-    fn readable(&self, conn_id: u64) {
+    fn readable(&self, conn_id: u64, closed: bool) {
+        if closed {
+            // The client closed or the socket failed (reported with the same event as
+            // whatever came before): the connection's task finds out and ends it.
+            self.unpark(conn_id);
+            return;
+        }
         let answered = {
             let mut shard = self.shard(conn_id).lock();
             // Under the table's lock: the socket cannot be taken (and closed) meanwhile.
@@ -235,7 +257,7 @@ impl ParkTable {
                 return;
             };
             match answer_ping(&parked.stream) {
-                Ping::Answered => Some(parked.session.clone()),
+                Ping::Answered { more } => Some((parked.session.clone(), more)),
                 Ping::Owed => {
                     parked.conn.owe_pingresp();
                     None
@@ -243,7 +265,7 @@ impl ParkTable {
                 Ping::NotAlone => None,
             }
         };
-        let Some(session) = answered else {
+        let Some((session, more)) = answered else {
             self.unpark(conn_id);
             return;
         };
@@ -255,6 +277,11 @@ impl ParkTable {
         if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == conn_id) {
             // The keep-alive counts from here [MQTT-3.1.2-24].
             link.set_last_read(tokio::time::Instant::now());
+        }
+        drop(st);
+        if more {
+            // Something came after the PINGREQ (or the stream ended): not for this thread.
+            self.unpark(conn_id);
         }
     }
 
@@ -275,17 +302,32 @@ impl ParkTable {
             }
             for event in events.iter() {
                 if event.token() != WAKE {
-                    self.readable(event.token().0 as u64);
+                    let closed = event.is_read_closed() || event.is_error();
+                    self.readable(event.token().0 as u64, closed);
                 }
             }
         }
-        // Drop the parked connections (closing their sockets): they hold their sessions,
-        // which hold this table.
-        for shard in self.shards.iter() {
-            let parked = std::mem::take(&mut *shard.lock());
-            drop(parked);
+        self.dead.store(true, Ordering::Release);
+        if self.stop.load(Ordering::Acquire) {
+            // The broker is gone: drop the parked connections (closing their sockets); they
+            // hold their sessions, which hold this table.
+            for shard in self.shards.iter() {
+                let parked = std::mem::take(&mut *shard.lock());
+                drop(parked);
+            }
+            self.parked.send_replace(0);
+        } else {
+            // The poll set failed: nothing watches the parked sockets any more. Give every
+            // parked connection its task back; `park` refuses from now on.
+            let ids: Vec<u64> = self
+                .shards
+                .iter()
+                .flat_map(|shard| shard.lock().keys().copied().collect::<Vec<_>>())
+                .collect();
+            for conn_id in ids {
+                self.unpark(conn_id);
+            }
         }
-        self.parked.send_replace(0);
     }
 
     /// Stops the poll thread; the connections still parked are closed.

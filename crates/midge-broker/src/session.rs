@@ -335,6 +335,12 @@ impl SessionState {
         None
     }
 
+    /// Nothing queued (in memory or in the store) and nothing to resend: what a
+    /// connection must see to park (parking.rs).
+    pub fn nothing_to_send(&self) -> bool {
+        self.queue.is_empty() && self.backlog.count == 0 && self.unsent_resends == 0
+    }
+
     /// Messages queued in memory and in the store (what the queue limits count).
     pub fn queued_len(&self) -> usize {
         self.queue.len() + self.backlog.count

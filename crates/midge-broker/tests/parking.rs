@@ -312,3 +312,28 @@ async fn parked_connections_count_against_max_connections() {
     until_parked(&mut count, 1).await;
     let _fourth = b.client(V311, "four").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pings_and_closes_at_once_leaves_its_will() {
+    // The PINGREQ and the end of the stream reach the park thread together: it must not
+    // answer the ping and leave the connection parked (with keep-alive 0 nothing else
+    // would ever close it). The will goes [MQTT-3.1.2-8].
+    for round in 0..5 {
+        let b = parking_broker().await;
+        let mut count = parked(&b);
+        let mut watcher = b.client(V311, "watcher").await;
+        watcher.subscribe("wills/#", QoS::AtMostOnce).await;
+        let (mut leaver, _) = TestClient::connect(b.addr, V311, |c| {
+            c.client_id = "leaver".into();
+            // Nothing else would ever close it.
+            c.keep_alive = 0;
+            c.will = Some(will("wills/leaver", "bye", QoS::AtMostOnce, false));
+        })
+        .await;
+        until_parked(&mut count, 2).await;
+        leaver.send_raw_then_end(&[0xC0, 0x00]).await;
+        let w = watcher.recv_publish().await;
+        assert_eq!(&*w.topic, "wills/leaver", "round {round}");
+        leaver.expect_closed().await;
+    }
+}

@@ -504,6 +504,17 @@ impl TestClient {
         out
     }
 
+    /// Sends `bytes` and the end of the stream in one TCP segment (corked until the
+    /// shutdown), so that the broker sees both at once. The socket stays open for reading
+    /// (a half-close: nothing the broker sends back makes the client's side reset it).
+    pub async fn send_raw_then_end(&mut self, bytes: &[u8]) {
+        socket2::SockRef::from(&self.stream)
+            .set_tcp_cork(true)
+            .expect("TCP_CORK");
+        self.stream.write_all(bytes).await.expect("write");
+        let _ = self.stream.shutdown().await;
+    }
+
     /// Drops the TCP connection without DISCONNECT (the will goes, the session stays).
     pub fn drop_connection(self) {
         drop(self);
