@@ -37,6 +37,26 @@ async fn subscriber_and_publisher(
     (b, count, sub, publisher)
 }
 
+/// A parking broker, a watcher subscribed to `wills/#` and a client `leaver` with keep-alive
+/// `keep_alive` and a will on `wills/leaver`, both parked.
+async fn watcher_and_leaver(
+    v: ProtocolVersion,
+    keep_alive: u16,
+) -> (TestBroker, watch::Receiver<usize>, TestClient, TestClient) {
+    let b = parking_broker().await;
+    let mut count = parked(&b);
+    let mut watcher = b.client(v, "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    let (leaver, _) = TestClient::connect(b.addr, v, |c| {
+        c.client_id = "leaver".into();
+        c.keep_alive = keep_alive;
+        c.will = Some(will("wills/leaver", "gone", QoS::AtLeastOnce, false));
+    })
+    .await;
+    until_parked(&mut count, 2).await;
+    (b, count, watcher, leaver)
+}
+
 /// Waits until `n` connections are parked.
 async fn until_parked(rx: &mut watch::Receiver<usize>, n: usize) {
     let waited = tokio::time::timeout(RECV_TIMEOUT, rx.wait_for(|p| *p == n))
@@ -152,17 +172,7 @@ async fn keep_alive_expires_on_a_parked_connection_and_its_will_goes() {
     // [MQTT-3.1.2-24] 1.5 x Keep Alive of silence closes the connection, parked or not;
     // 5.0 says why (0x8D), and the will is published [MQTT-3.1.2-8].
     for v in V3_AND_V5 {
-        let b = parking_broker().await;
-        let mut count = parked(&b);
-        let mut watcher = b.client(v, "watcher").await;
-        watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
-        let (mut silent, _) = TestClient::connect(b.addr, v, |c| {
-            c.client_id = "silent".into();
-            c.keep_alive = 1;
-            c.will = Some(will("wills/silent", "gone", QoS::AtLeastOnce, false));
-        })
-        .await;
-        until_parked(&mut count, 2).await;
+        let (_b, _count, mut watcher, mut silent) = watcher_and_leaver(v, 1).await;
         if v == ProtocolVersion::V5 {
             silent
                 .expect_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT)
@@ -173,7 +183,7 @@ async fn keep_alive_expires_on_a_parked_connection_and_its_will_goes() {
         let w = watcher.recv_publish_acked().await;
         assert_eq!(
             (&*w.topic, &w.payload[..]),
-            ("wills/silent", &b"gone"[..]),
+            ("wills/leaver", &b"gone"[..]),
             "{v:?}"
         );
     }
@@ -183,18 +193,9 @@ async fn keep_alive_expires_on_a_parked_connection_and_its_will_goes() {
 async fn a_parked_client_that_goes_away_leaves_its_will() {
     // A network close without DISCONNECT publishes the will [MQTT-3.1.2-8]: the parked
     // socket's end of stream resumes the connection, which sees it.
-    let b = parking_broker().await;
-    let mut count = parked(&b);
-    let mut watcher = b.client(V311, "watcher").await;
-    watcher.subscribe("wills/#", QoS::AtMostOnce).await;
-    let (leaver, _) = TestClient::connect(b.addr, V311, |c| {
-        c.client_id = "leaver".into();
-        c.will = Some(will("wills/leaver", "bye", QoS::AtMostOnce, false));
-    })
-    .await;
-    until_parked(&mut count, 2).await;
+    let (_b, mut count, mut watcher, leaver) = watcher_and_leaver(V311, 60).await;
     leaver.drop_connection();
-    let w = watcher.recv_publish().await;
+    let w = watcher.recv_publish_acked().await;
     assert_eq!(&*w.topic, "wills/leaver");
     until_parked(&mut count, 1).await;
 }
@@ -319,20 +320,10 @@ async fn a_client_that_pings_and_closes_at_once_leaves_its_will() {
     // answer the ping and leave the connection parked (with keep-alive 0 nothing else
     // would ever close it). The will goes [MQTT-3.1.2-8].
     for round in 0..5 {
-        let b = parking_broker().await;
-        let mut count = parked(&b);
-        let mut watcher = b.client(V311, "watcher").await;
-        watcher.subscribe("wills/#", QoS::AtMostOnce).await;
-        let (mut leaver, _) = TestClient::connect(b.addr, V311, |c| {
-            c.client_id = "leaver".into();
-            // Nothing else would ever close it.
-            c.keep_alive = 0;
-            c.will = Some(will("wills/leaver", "bye", QoS::AtMostOnce, false));
-        })
-        .await;
-        until_parked(&mut count, 2).await;
+        // Keep-alive 0: nothing else would ever close it.
+        let (_b, _count, mut watcher, mut leaver) = watcher_and_leaver(V311, 0).await;
         leaver.send_raw_then_end(&[0xC0, 0x00]).await;
-        let w = watcher.recv_publish().await;
+        let w = watcher.recv_publish_acked().await;
         assert_eq!(&*w.topic, "wills/leaver", "round {round}");
         leaver.expect_closed().await;
     }
