@@ -198,11 +198,8 @@ impl BrokerInner {
             queue_qos0_offline: config.queue_qos0_messages,
         };
         let env = crate::session::SessionEnv {
-            limits,
-            stats: stats.clone(),
-            durable: store.is_some(),
             parking: parking.clone(),
-            room: Notify::new(),
+            ..crate::session::SessionEnv::new(limits, stats.clone(), store.is_some())
         };
         BrokerInner {
             config,

@@ -668,16 +668,11 @@ where
                 }
             }
         }
-        let mut request = conn.drain_queue(&cell);
-        if matches!(request, Some(Control::Park)) {
-            // A queue that waits for the client (a full in-flight window) or for the store
-            // keeps the connection here: parked, it would be taken back at once.
-            if can_park && rbuf.is_empty() && conn.is_idle() && cell.state.lock().nothing_to_send()
-            {
-                return Close::Park;
-            }
-            // Busy after all: the queue was not looked at for the request, look now.
-            request = conn.drain_queue(&cell);
+        let request = conn.drain_queue(&cell);
+        // Asked to park with nothing left in the session: park if nothing is left here
+        // either.
+        if matches!(request, Some(Control::Park)) && can_park && rbuf.is_empty() && conn.is_idle() {
+            return Close::Park;
         }
         match request {
             Some(Control::TakeOver(acks)) => return Close::TakenOver(acks),

@@ -284,12 +284,17 @@ mod tests {
         }
     }
 
-    fn requested(cell: &SessionCell) -> bool {
+    /// Whether the connection was asked something `is` recognises.
+    fn asked(cell: &SessionCell, is: impl Fn(&Control) -> bool) -> bool {
         cell.state
             .lock()
             .conn
             .as_ref()
-            .is_some_and(|l| matches!(l.request, Some(Control::KeepAliveTimeout)))
+            .is_some_and(|l| l.request.as_ref().is_some_and(&is))
+    }
+
+    fn requested(cell: &SessionCell) -> bool {
+        asked(cell, |c| matches!(c, Control::KeepAliveTimeout))
     }
 
     #[tokio::test(start_paused = true)]
@@ -337,11 +342,7 @@ mod tests {
     }
 
     fn park_requested(cell: &SessionCell) -> bool {
-        cell.state
-            .lock()
-            .conn
-            .as_ref()
-            .is_some_and(|l| matches!(l.request, Some(Control::Park)))
+        asked(cell, |c| matches!(c, Control::Park))
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,21 +27,27 @@ impl Conn {
 
     /// Moves queued messages into the write buffer: QoS 0 at once, QoS 1/2 while the
     /// in-flight window has room. Stops at the write high-water mark. A request to this
-    /// connection (takeover, kick) comes first: it is returned and nothing is moved.
+    /// connection (takeover, kick) comes first: it is returned and nothing is moved. A
+    /// request to park is not in a hurry: the queue is drained, and `Control::Park` is
+    /// returned only if nothing is left to send (a queue waiting for the client or the
+    /// store keeps the connection; parked, it would be taken back at once).
     pub(crate) fn drain_queue(&mut self, cell: &Arc<SessionCell>) -> Option<Control> {
         let window = self.inflight_window();
         let now = Instant::now();
         let mut ops = Vec::new();
         let mut st = cell.state.lock();
+        let mut park = false;
         if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == self.conn_id) {
-            // Recorded first: a connection that parks on the request must not take an
-            // older read with it (its keep-alive would run out early).
+            // Recorded first: a connection that parks must not take an older read with it
+            // (its keep-alive would run out early).
             if self.read_since_drain {
                 link.set_last_read(now);
                 self.read_since_drain = false;
             }
-            if let Some(request) = link.request.take() {
-                return Some(request);
+            match link.request.take() {
+                Some(Control::Park) => park = true,
+                Some(request) => return Some(request),
+                None => {}
             }
         }
         if st.unsent_resends > 0 {
@@ -106,11 +112,12 @@ impl Conn {
         }
         cell.after_drain(&mut st);
         self.request_page(cell, &mut st);
+        let park = park && st.nothing_to_send();
         drop(st);
         if !ops.is_empty() {
             self.broker.commit_detached(ops);
         }
-        None
+        park.then_some(Control::Park)
     }
 
     /// Starts reading the next page of the session's backlog from the store when fewer
