@@ -5,15 +5,8 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use midge_proto::{encode, ByteStr, Packet, ProtocolVersion, QoS, ReasonCode};
+use midge_proto::{encode, ByteStr, Packet, QoS, ReasonCode};
 use std::time::Duration;
-
-/// Encodes a packet for `version`.
-fn bytes_of(packet: &Packet, version: ProtocolVersion) -> BytesMut {
-    let mut out = BytesMut::new();
-    encode(packet, version, &mut out);
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_packet_other_than_connect_closes_the_connection() {

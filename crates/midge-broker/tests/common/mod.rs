@@ -75,6 +75,13 @@ pub fn test_config(bind: SocketAddr) -> Config {
     }
 }
 
+/// Encodes a packet for `version` (to send raw, e.g. to a broker that may close first).
+pub fn bytes_of(packet: &Packet, version: ProtocolVersion) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode(packet, version, &mut out);
+    out
+}
+
 /// A CONNECT with clean start, keep-alive 60 s and no will.
 pub fn connect_packet(version: ProtocolVersion, client_id: &str) -> Connect {
     Connect {
