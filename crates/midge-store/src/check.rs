@@ -10,7 +10,7 @@
 //! a fresh store in `<dir>` from every record that can still be read from a scratch copy
 //! of it, and reports what it kept and what it left behind.
 
-use crate::engine::fjall::FjallEngine;
+use crate::engine::fjall::{lock_store, FjallEngine};
 use crate::engine::{Engine, EngineError, Write};
 use crate::error::StoreError;
 use crate::key::{self, Table};
@@ -387,7 +387,14 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
     if !dir.is_dir() {
         return Err(io("no store: the directory does not exist".into()));
     }
-    let lock = hold_lock(dir)?;
+    // A running broker's store is not moved away under it.
+    let lock = lock_store(dir).map_err(|e| match e {
+        EngineError::Locked(_) => StoreError::Locked {
+            path: dir.to_path_buf(),
+            what: "stop the broker before repairing its store".into(),
+        },
+        e => StoreError::engine(dir, e),
+    })?;
     let aside = aside_path(dir, SystemTime::now());
     std::fs::rename(dir, &aside)
         .map_err(|e| io(format!("cannot move it to {}: {e}", aside.display())))?;
@@ -412,12 +419,8 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
             .notes
             .push(format!("cannot copy the damaged store: {e}")),
         Ok(()) => match FjallEngine::open_for_salvage(&scratch) {
-            Ok((old, missing)) => {
-                for table in missing {
-                    report.notes.push(format!(
-                        "table {table} was missing from the damaged store: its records are lost"
-                    ));
-                }
+            Ok((old, notes)) => {
+                report.notes.extend(notes);
                 salvage(&old, &fresh, &mut report).map_err(|e| StoreError::engine(dir, e))?
             }
             Err(e) => report.notes.push(format!(
@@ -440,30 +443,6 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
         ));
     }
     Ok(report)
-}
-
-/// Takes the engine's lock file so that a running broker's store is not moved away
-/// under it.
-fn hold_lock(dir: &Path) -> Result<Option<std::fs::File>, StoreError> {
-    let path = dir.join("lock");
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-    else {
-        return Ok(None);
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-            path: dir.to_path_buf(),
-            what: "stop the broker before repairing its store".into(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io {
-            path: dir.to_path_buf(),
-            what: format!("cannot lock {}: {e}", path.display()),
-        }),
-    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

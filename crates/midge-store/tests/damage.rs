@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use midge_store::engine::{Engine, Write};
+use midge_store::engine::{journal, Engine, Write};
 use midge_store::{check, repair, DiskStore, Op, SessionStore, StoreError, Table};
 use std::path::Path;
 use std::sync::Arc;
@@ -75,9 +75,149 @@ fn a_damaged_journal_is_refused_naming_the_journal_file() {
 
     let done = repair(&dir).expect("repair");
     assert!(done.moved_to.join("0.jnl").exists());
-    assert!(!done.notes.is_empty(), "{done}");
-    let store = DiskStore::open(&dir, Default::default()).expect("fresh store opens");
-    assert!(store.load(now()).expect("load").sessions.is_empty());
+    assert!(
+        done.notes.iter().any(|n| n.contains("0.jnl")),
+        "the unreadable stretch is reported: {done}"
+    );
+    // The store was closed: everything the journal held is in the table files too.
+    let store = DiskStore::open(&dir, Default::default()).expect("repaired store opens");
+    let r = store.load(now()).expect("load");
+    assert_eq!(r.sessions.len(), 1, "{done}");
+    assert_eq!(r.retained.len() as u64, MESSAGES, "{done}");
+}
+
+/// Copies a store's files as they are, as a crash would leave them.
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (path, target) = (entry.path(), to.join(entry.file_name()));
+        if path.is_dir() {
+            copy_files(&path, &target);
+        } else if path.extension().is_some_and(|x| x == "jnl") {
+            // Without the zeros fjall allocates ahead: 64 MiB per copy otherwise.
+            let bytes = journal::read_trimmed(&path).expect("read");
+            std::fs::write(&target, bytes).expect("write");
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+fn journal_len(dir: &Path) -> u64 {
+    journal::read_trimmed(&dir.join("0.jnl"))
+        .expect("journal")
+        .len() as u64
+}
+
+fn retained_topics(store: &DiskStore) -> Vec<String> {
+    let mut topics: Vec<String> = store
+        .load(now())
+        .expect("load")
+        .retained
+        .iter()
+        .map(|(topic, _)| topic.clone())
+        .collect();
+    topics.sort();
+    topics
+}
+
+/// fjall alone takes damage anywhere in its journal for the tail of a write cut short by
+/// a crash, and drops everything after it (from offset 0 on: the whole store, silently).
+/// The store must instead refuse a journal damaged before its last batch, naming it; cut
+/// off a damaged last batch with a warning, keeping all before it; and `repair` must keep
+/// the batches on both sides of the damage.
+#[test]
+fn journal_damage_anywhere_is_refused_or_cut_and_repair_keeps_the_batches_around_it() {
+    const BATCHES: usize = 12;
+    const PER_BATCH: usize = 10;
+    let tmp = tempfile::tempdir().expect("dir");
+    let live = tmp.path().join("live");
+    let crashed = tmp.path().join("crashed");
+    let store = DiskStore::open(&live, Default::default()).expect("open");
+    let session_at = journal_len(&live);
+    store
+        .commit_blocking(vec![put_session("c")])
+        .expect("commit");
+    // Where each batch of retained messages starts in the journal, then its end.
+    let mut starts = Vec::new();
+    for b in 0..BATCHES {
+        starts.push(journal_len(&live));
+        let ops = (0..PER_BATCH)
+            .map(|i| Op::PutRetained {
+                topic: format!("r/{:03}", b * PER_BATCH + i).as_str().into(),
+                message: Arc::new(message("r", &[b as u8; 200], None)),
+            })
+            .collect();
+        store.commit_blocking(ops).expect("commit");
+    }
+    // Every commit is fsynced (the default): a copy now is what a crash leaves.
+    copy_files(&live, &crashed);
+    store.close();
+    let len = journal_len(&crashed);
+    starts.push(len);
+    let last_batch_at = starts[BATCHES - 1];
+    let all = BATCHES * PER_BATCH;
+
+    // The retained batches eight bytes at `offset` make unreadable. A batch's sequence
+    // number (bytes 5..13) is outside its checksum: changed alone, the batch still reads
+    // (and the next batch is then out of order: damage too).
+    let unreadable = |offset: u64, (start, end): (u64, u64)| {
+        let hit = offset < end && offset + 8 > start;
+        let seqno_only = offset >= start + 5 && offset + 8 <= start + 13;
+        hit && !seqno_only
+    };
+    let lost = |offset: u64| -> Vec<usize> {
+        (0..BATCHES)
+            .filter(|&b| unreadable(offset, (starts[b], starts[b + 1])))
+            .collect()
+    };
+    let mut offsets: Vec<u64> = (0..len).step_by((len / 31) as usize).collect();
+    offsets.extend([
+        0,
+        5,
+        session_at,
+        session_at + 5,
+        starts[3] + 5,
+        starts[3] - 3,
+    ]);
+    offsets.extend([last_batch_at, last_batch_at + 5, len - 8]);
+    let (mut refused, mut cut) = (0, 0);
+    for offset in offsets {
+        let dir = tmp.path().join(format!("at-{offset}"));
+        copy_files(&crashed, &dir);
+        overwrite(&dir.join("0.jnl"), offset);
+        let lost = lost(offset);
+        let expected: Vec<String> = (0..all)
+            .filter(|i| !lost.contains(&(i / PER_BATCH)))
+            .map(|i| format!("r/{i:03}"))
+            .collect();
+        match DiskStore::open(&dir, Default::default()) {
+            Err(err) => {
+                refused += 1;
+                assert!(offset < last_batch_at, "damage at {offset} refused: {err}");
+                let text = damaged_message(err);
+                assert!(text.contains("0.jnl"), "{text}");
+                assert!(text.contains("midge store repair"), "{text}");
+                assert!(!check(&dir).is_healthy());
+                let done = repair(&dir).expect("repair");
+                let store = DiskStore::open(&dir, Default::default()).expect("repaired");
+                assert_eq!(retained_topics(&store), expected, "at {offset}: {done}");
+                let sessions = store.load(now()).expect("load").sessions.len();
+                let session_lost = unreadable(offset, (session_at, starts[0]));
+                assert_eq!(sessions, usize::from(!session_lost), "at {offset}");
+                store.close();
+            }
+            Ok(store) => {
+                cut += 1;
+                assert!(offset >= last_batch_at, "damage at {offset} went unnoticed");
+                assert_eq!(retained_topics(&store), expected, "at {offset}");
+                assert_eq!(store.load(now()).expect("load").sessions.len(), 1);
+                store.close();
+            }
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+    assert!(refused > 25 && cut >= 3, "refused {refused}, cut {cut}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! A batch is appended to the journal and handed to the OS before `write` returns, so it
 //! survives a process crash without an fsync; `sync` fsyncs the journal.
 
-use super::{Engine, EngineError, Visit, Write};
+use super::{journal, Engine, EngineError, Visit, Write};
 use crate::key::Table;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
@@ -44,14 +44,32 @@ impl FjallEngine {
                 missing.join(", ")
             )));
         }
+        // fjall would take a damaged journal for a cut-short one and drop what follows
+        // the damage: read the journals first, under the store's lock (a running
+        // broker's journal is not ours to read or cut).
+        if has_files {
+            let lock = lock_store(dir)?;
+            journal::check_before_open(dir).map_err(EngineError::Damaged)?;
+            drop(lock);
+        }
         FjallEngine::open_unchecked(dir)
     }
 
-    /// Opens a damaged copy for salvage: missing tables are made empty. Returns the
-    /// missing tables too, for the repair report.
+    /// Opens a damaged copy for salvage: missing tables are made empty, and journals
+    /// are rewritten to their readable batches. Returns notes on what is lost, for the
+    /// repair report.
     pub fn open_for_salvage(dir: &Path) -> Result<(FjallEngine, Vec<String>), EngineError> {
-        let missing = missing_tables(dir);
-        Ok((FjallEngine::open_unchecked(dir)?, missing))
+        let mut notes: Vec<String> = missing_tables(dir)
+            .into_iter()
+            .map(|t| format!("table {t} was missing from the damaged store: its records are lost"))
+            .collect();
+        let lock = lock_store(dir)?;
+        notes.extend(
+            journal::keep_good_batches(dir)
+                .map_err(|e| EngineError::Io(format!("{}: {e}", dir.display())))?,
+        );
+        drop(lock);
+        Ok((FjallEngine::open_unchecked(dir)?, notes))
     }
 
     fn open_unchecked(dir: &Path) -> Result<FjallEngine, EngineError> {
@@ -143,6 +161,29 @@ fn missing_tables(dir: &Path) -> Vec<String> {
         .filter(|(_, rel)| !dir.join(rel).is_dir())
         .map(|(name, rel)| format!("`{name}` ({})", dir.join(rel).display()))
         .collect()
+}
+
+/// Takes the store's lock file (fjall's own) while Midge reads or changes files fjall
+/// owns; `None` when the store has no lock file yet.
+pub fn lock_store(dir: &Path) -> Result<Option<std::fs::File>, EngineError> {
+    let path = dir.join("lock");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
+        return Ok(None);
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Locked(
+            "the database is locked by another process".into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(EngineError::Io(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Names the journal files, since a journal error at open does not say which.

@@ -3,6 +3,7 @@
 //! memory (tests).
 
 pub mod fjall;
+pub mod journal;
 pub mod memory;
 #[cfg(feature = "redb")]
 pub mod redb;
