@@ -496,14 +496,38 @@ impl BrokerInner {
         }
     }
 
+    /// The record of a connected client's will, written at CONNECT (with a store): a
+    /// broker that stops without the connection ending sends it at its next start
+    /// [MQTT-3.1.2-8]. `None` without a store.
+    pub fn connected_will_record(
+        &self,
+        will: &midge_proto::Publish,
+        delay_secs: u32,
+    ) -> Option<WillRecord> {
+        self.store.as_ref()?;
+        Some(WillRecord {
+            message: persist::publish_record(will),
+            publish_at: 0,
+            while_connected: Some(midge_store::ConnectedWill {
+                delay_secs,
+                message_expiry_secs: will.properties.message_expiry_interval,
+            }),
+        })
+    }
+
     /// Called when a connection leaves its session: sends or schedules the will and
-    /// schedules the end of the session.
+    /// schedules the end of the session. `will_stored`: the connection's will was
+    /// stored at CONNECT (see [`BrokerInner::connected_will_record`]) and does not go
+    /// now; its record is deleted (a connection closed by a shutdown keeps it instead:
+    /// the next start sends it).
+    #[allow(clippy::too_many_arguments)]
     pub fn detach(
         self: &Arc<Self>,
         cell: &Arc<SessionCell>,
         conn_id: u64,
         will: Option<Arc<Message>>,
         will_delay: u32,
+        will_stored: bool,
         protocol: u8,
     ) {
         let (generation, expiry, record) = {
@@ -529,24 +553,45 @@ impl BrokerInner {
             }]);
         }
         let session_ends_now = expiry == Some(Duration::ZERO);
+        // The stored will is this client's, unless a newer connection of the same client
+        // attached already (a takeover that stopped waiting): the record is then its.
+        let owns_record = self
+            .sessions
+            .get(&cell.client_id)
+            .is_none_or(|current| current.state.lock().conn.is_none());
         let mut delayed_will = None;
-        if let Some(will) = will {
-            if will_delay == 0 || session_ends_now {
+        match will {
+            Some(will) if will_delay == 0 || session_ends_now => {
                 let mut scratch = RouteScratch::default();
                 drop(self.publish_durable(&will, &mut scratch, None));
-            } else {
+                if owns_record {
+                    self.commit_detached(vec![Op::DeleteWill {
+                        client: cell.client_id.clone(),
+                    }]);
+                }
+            }
+            Some(will) => {
                 let delay = Duration::from_secs(u64::from(will_delay));
                 let publish_at = persist::now_millis().saturating_add(delay.as_millis() as u64);
-                self.commit_detached(vec![Op::PutWill {
-                    client: cell.client_id.clone(),
-                    will: WillRecord {
-                        message: (*persist::message_record(&will)).clone(),
-                        publish_at,
-                    },
-                }]);
+                if owns_record {
+                    self.commit_detached(vec![Op::PutWill {
+                        client: cell.client_id.clone(),
+                        will: WillRecord {
+                            message: (*persist::message_record(&will)).clone(),
+                            publish_at,
+                            while_connected: None,
+                        },
+                    }]);
+                }
                 cell.state.lock().pending_will = Some(will);
                 delayed_will = Some(delay);
             }
+            None if will_stored && owns_record => {
+                self.commit_detached(vec![Op::DeleteWill {
+                    client: cell.client_id.clone(),
+                }]);
+            }
+            None => {}
         }
         self.schedule_session_end(cell, generation, expiry, delayed_will);
     }

@@ -856,6 +856,8 @@ pub(crate) async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut 
     if let Some(cell) = conn.session.take() {
         // The will's Message Expiry Interval starts when it is published, after its delay.
         let publish_at = Instant::now() + Duration::from_secs(u64::from(conn.will_delay));
+        // Stored at CONNECT; a shutdown leaves the record for the next start to send.
+        let will_stored = conn.will.is_some() && !matches!(close, Close::Shutdown);
         let will = match conn.will.take() {
             Some(w) if will_goes => {
                 let topic = w.topic.clone();
@@ -868,6 +870,7 @@ pub(crate) async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut 
             conn.conn_id,
             will,
             conn.will_delay,
+            will_stored,
             conn.version.level(),
         );
         conn.broker.stats.client_disconnected();

@@ -57,6 +57,19 @@ pub fn message_record(msg: &Message) -> Arc<MessageRecord> {
     })
 }
 
+/// The stored form of a PUBLISH not yet published (a connected client's will): its
+/// expiry, which counts from publication, is not set.
+pub fn publish_record(p: &midge_proto::Publish) -> MessageRecord {
+    MessageRecord {
+        topic: p.topic.to_string(),
+        payload: p.payload.clone(),
+        qos: p.qos.as_u8(),
+        retain: p.retain,
+        properties: MessageProperties::from_properties(&p.properties),
+        expires_at: None,
+    }
+}
+
 /// The live form of a stored message.
 pub fn message_from_record(rec: &MessageRecord, origin: SessionId) -> Arc<Message> {
     let now = Instant::now();
@@ -114,8 +127,13 @@ pub fn recover(
         }
     }
     let now_ms = now_millis();
-    let mut wills: std::collections::HashMap<String, midge_store::WillRecord> =
-        recovered.wills.into_iter().collect();
+    // A will stored while its client was connected: the broker stopped without the
+    // connection ending cleanly, so it goes, its delay counted from now [MQTT-3.1.2-8].
+    let mut wills: std::collections::HashMap<String, midge_store::WillRecord> = recovered
+        .wills
+        .into_iter()
+        .map(|(client, will)| (client, will.due_from(now_ms)))
+        .collect();
     // One value for every restored session (an Arc clone each, not a new rule set).
     let read_access = broker.recovered_read_access();
     for rs in recovered.sessions {

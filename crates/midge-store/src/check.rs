@@ -342,7 +342,9 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
         if let Err(what) = key::utf8(k) {
             r.problem(Table::Wills, k, what);
         }
-        decoded::<WillRecord>(Table::Wills, k, v, r);
+        if let Err(what) = WillRecord::decode(v) {
+            r.problem(Table::Wills, k, what);
+        }
     });
 }
 
@@ -541,7 +543,7 @@ fn salvage<E: Engine, F: Engine>(
         key::utf8(k).is_ok() && record::decode::<MessageRecord>(v).is_ok()
     })?;
     copy_table(old, Table::Wills, report, &mut out, |k, v| {
-        key::utf8(k).is_ok() && record::decode::<WillRecord>(v).is_ok()
+        key::utf8(k).is_ok() && WillRecord::decode(v).is_ok()
     })?;
     out.flush()
 }

@@ -32,9 +32,9 @@ pub use error::StoreError;
 pub use key::Table;
 pub use op::{Delivery, Op};
 pub use record::{
-    encode_subscription_options, system_time, unix_millis, InflightRecord, MessageId,
-    MessageProperties, MessageRecord, QueueEntry, SessionRecord, Stage, SubscriptionRecord,
-    UnixMillis, WillRecord,
+    encode_subscription_options, system_time, unix_millis, ConnectedWill, InflightRecord,
+    MessageId, MessageProperties, MessageRecord, QueueEntry, SessionRecord, Stage,
+    SubscriptionRecord, UnixMillis, WillRecord,
 };
 pub use session_store::{
     CommitTicket, Dropped, Durability, InflightMessage, QueuedMessage, Recovered, RecoveredSession,

@@ -229,7 +229,7 @@ pub(crate) fn load<E: Engine>(
 
     let mut wills = Vec::new();
     scan_all(engine, path, Table::Wills, |k, v| {
-        let will: WillRecord = record::decode(v)?;
+        let will = WillRecord::decode(v)?;
         wills.push((key::utf8(k)?.to_owned(), will));
         Ok(())
     })?;

@@ -246,12 +246,69 @@ pub struct InflightRecord {
     pub stage: Stage,
 }
 
-/// A will waiting for its Will Delay Interval (or its session's end).
+/// A will: of a connected client (`while_connected`), or waiting for its Will Delay
+/// Interval (or its session's end) after its client went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WillRecord {
     pub message: MessageRecord,
-    /// When it is due to be published.
+    /// When it is due to be published (unused while the client is connected).
     pub publish_at: UnixMillis,
+    /// Set while the will's client is connected. A broker that starts and finds it
+    /// stopped without the connection ending (a crash, `kill -9`): the connection
+    /// ended without DISCONNECT, so the will goes, its delay counted from the start.
+    pub while_connected: Option<ConnectedWill>,
+}
+
+/// The times of a connected client's will, counted once it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectedWill {
+    /// Will Delay Interval, seconds.
+    pub delay_secs: u32,
+    /// The will's Message Expiry Interval, seconds (counted from its publication).
+    pub message_expiry_secs: Option<u32>,
+}
+
+/// The record format of wills since they can belong to a connected client. Wills of
+/// format 1 (all of a client that went) are still read.
+pub(crate) const WILL_FORMAT: u8 = 2;
+
+/// A will as record format 1 wrote it.
+#[derive(Deserialize)]
+struct WillRecordV1 {
+    message: MessageRecord,
+    publish_at: UnixMillis,
+}
+
+impl WillRecord {
+    /// Serialises the will behind [`WILL_FORMAT`].
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode_as(WILL_FORMAT, self)
+    }
+
+    /// Reads a will of format 2, or of format 1 (with `while_connected: None`).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<WillRecord, String> {
+        match bytes.split_first() {
+            Some((&WILL_FORMAT, rest)) => decode_body(rest),
+            Some((&RECORD_FORMAT, rest)) => decode_body::<WillRecordV1>(rest).map(|w| WillRecord {
+                message: w.message,
+                publish_at: w.publish_at,
+                while_connected: None,
+            }),
+            _ => decode(bytes),
+        }
+    }
+
+    /// The will as due when a broker starts at `now` and finds it: a connected client's
+    /// will becomes due its delay after `now`, its expiry counted from then.
+    pub fn due_from(mut self, now: UnixMillis) -> WillRecord {
+        if let Some(c) = self.while_connected.take() {
+            self.publish_at = now.saturating_add(u64::from(c.delay_secs) * 1000);
+            self.message.expires_at = c
+                .message_expiry_secs
+                .map(|e| self.publish_at.saturating_add(u64::from(e) * 1000));
+        }
+        self
+    }
 }
 
 /// Serialises a record behind the format byte.
@@ -418,11 +475,62 @@ mod tests {
     }
 
     #[test]
-    fn will_record_round_trips() {
-        round_trip(WillRecord {
+    fn will_records_round_trip_and_format_1_is_still_read() {
+        for while_connected in [
+            None,
+            Some(ConnectedWill {
+                delay_secs: 30,
+                message_expiry_secs: Some(60),
+            }),
+        ] {
+            let will = WillRecord {
+                message: message(),
+                publish_at: 42,
+                while_connected,
+            };
+            let bytes = will.encode();
+            assert_eq!(bytes[0], WILL_FORMAT);
+            assert_eq!(WillRecord::decode(&bytes), Ok(will));
+        }
+        #[derive(Serialize)]
+        struct V1 {
+            message: MessageRecord,
+            publish_at: UnixMillis,
+        }
+        let old = encode(&V1 {
             message: message(),
             publish_at: 42,
         });
+        assert_eq!(
+            WillRecord::decode(&old),
+            Ok(WillRecord {
+                message: message(),
+                publish_at: 42,
+                while_connected: None,
+            })
+        );
+        assert!(WillRecord::decode(&[9, 1]).is_err());
+    }
+
+    #[test]
+    fn a_connected_clients_will_is_due_its_delay_after_the_start() {
+        let mut msg = message();
+        msg.expires_at = None;
+        let will = WillRecord {
+            message: msg,
+            publish_at: 0,
+            while_connected: Some(ConnectedWill {
+                delay_secs: 30,
+                message_expiry_secs: Some(60),
+            }),
+        }
+        .due_from(1_000_000);
+        assert_eq!(will.publish_at, 1_030_000);
+        assert_eq!(will.message.expires_at, Some(1_090_000));
+        assert_eq!(will.while_connected, None);
+        // A will of a client that went is due when it was.
+        let gone = will.clone().due_from(5_000_000);
+        assert_eq!(gone, will);
     }
 
     #[test]

@@ -211,11 +211,9 @@ impl<E: Engine> Core<E> {
                 record::encode(&*message),
             ),
             Op::DeleteRetained { topic } => self.delete(Table::Retained, topic.as_bytes().to_vec()),
-            Op::PutWill { client, will } => self.put(
-                Table::Wills,
-                client.as_bytes().to_vec(),
-                record::encode(&will),
-            ),
+            Op::PutWill { client, will } => {
+                self.put(Table::Wills, client.as_bytes().to_vec(), will.encode())
+            }
             Op::DeleteWill { client } => self.delete(Table::Wills, client.as_bytes().to_vec()),
         }
         Ok(())

@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use midge_store::{
-    check, InflightRecord, MessageRecord, Op, SessionStore, Stage, SubscriptionRecord, WillRecord,
+    check, ConnectedWill, InflightRecord, MessageRecord, Op, SessionStore, Stage,
+    SubscriptionRecord, WillRecord,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,6 +164,15 @@ fn inbound_qos2_ids_retained_and_wills_survive_restart() {
         let will = WillRecord {
             message: message("will/c", b"bye", None),
             publish_at: 1_000,
+            while_connected: None,
+        };
+        let connected = WillRecord {
+            message: message("will/e", b"gone", None),
+            publish_at: 0,
+            while_connected: Some(ConnectedWill {
+                delay_secs: 5,
+                message_expiry_secs: Some(10),
+            }),
         };
         let mut retained = message("r/1", b"last", None);
         retained.retain = true;
@@ -204,12 +214,22 @@ fn inbound_qos2_ids_retained_and_wills_survive_restart() {
                 will: will.clone(),
             },
             Op::DeleteWill { client: "d".into() },
+            Op::PutWill {
+                client: "e".into(),
+                will: connected.clone(),
+            },
         ]);
         let f = f.restart();
         let r = f.store().load(now()).expect("load");
         assert_eq!(r.sessions[0].inbound_qos2, vec![1, 65535]);
         assert_eq!(r.retained, vec![("r/1".to_owned(), retained.clone())]);
-        assert_eq!(r.wills, vec![("c".to_owned(), will.clone())]);
+        assert_eq!(
+            r.wills,
+            vec![
+                ("c".to_owned(), will.clone()),
+                ("e".to_owned(), connected.clone())
+            ]
+        );
     }
 }
 
@@ -220,6 +240,7 @@ fn expired_sessions_messages_and_retained_are_dropped_on_load() {
         let will = WillRecord {
             message: message("w", b"w", None),
             publish_at: 0,
+            while_connected: None,
         };
         let short = Some(Duration::from_millis(1));
         let mut ops = vec![

@@ -8,13 +8,13 @@ mod support;
 
 use bytes::BytesMut;
 use midge_proto::{
-    decode, encode, ByteStr, Connect, Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe,
-    Will,
+    decode, encode, ByteStr, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS,
+    Subscribe, Will,
 };
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{free_port, kill, wait_ready, Dir, MIDGE};
+use support::{free_port, kill, signal, wait_ready, Dir, MIDGE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -71,6 +71,19 @@ impl Node {
     async fn crash_and_restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             kill(&mut c);
+        }
+        self.spawn().await;
+    }
+
+    /// SIGTERM, waits for the process to exit, then starts again on the same data.
+    async fn stop_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "-TERM");
+            let status = tokio::task::spawn_blocking(move || c.wait())
+                .await
+                .expect("join")
+                .expect("wait");
+            assert!(status.success(), "{status:?}");
         }
         self.spawn().await;
     }
@@ -447,4 +460,128 @@ async fn a_delayed_will_survives_and_is_sent_by_the_restarted_broker() {
         (&*will.topic, &will.payload[..]),
         ("wills/dying", &b"gone"[..])
     );
+}
+
+fn will(topic: &str, delay: Option<u32>, retain: bool) -> Will {
+    let mut will = Will {
+        topic: ByteStr::from(topic),
+        payload: bytes::Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = delay;
+    will
+}
+
+/// Topics of the PUBLISHes `c` receives up to and including one on `last`, each
+/// acknowledged; resends (DUP, of deliveries unacknowledged before a restart) are left out.
+async fn topics_until(c: &mut Client, last: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let p = c.recv_publish().await;
+        if p.qos == QoS::AtLeastOnce {
+            c.send(&Packet::PubAck(PubResp::new(p.packet_id))).await;
+        }
+        if !p.dup {
+            seen.push(p.topic.to_string());
+        }
+        if &*p.topic == last {
+            return seen;
+        }
+    }
+}
+
+/// Connects clients with wills to a broker that is then stopped by `stop` (SIGKILL or
+/// SIGTERM) and started again: the connections ended without DISCONNECT 0x00, so their
+/// wills go [MQTT-3.1.2-8], after their delay counted from the start; a client that
+/// disconnected normally before has none [MQTT-3.1.2-10], and one whose will went before
+/// the stop does not get it sent twice.
+async fn connected_wills_are_sent_after(tag: &str, crash: bool) {
+    let mut node = Node::start_with(tag, 1).await;
+    let mut watcher = Client::connect(node.addr, "cw-watch", |_| {}).await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    // A clean session: its session ends with the connection, so its will goes at once.
+    let _clean = Client::connect(node.addr, "cw-clean", |c| {
+        c.clean_start = true;
+        c.properties.session_expiry_interval = None;
+        c.will = Some(will("wills/clean", Some(600), true));
+    })
+    .await;
+    // A persistent session with a 1 s delay, that does not come back.
+    let _away = Client::connect(node.addr, "cw-away", |c| {
+        c.will = Some(will("wills/away", Some(1), false));
+    })
+    .await;
+    // Its connection drops before the stop: its will goes then, and not again.
+    let dropped = Client::connect(node.addr, "cw-dropped", |c| {
+        c.will = Some(will("wills/dropped", None, false));
+    })
+    .await;
+    drop(dropped);
+    assert_eq!(
+        topics_until(&mut watcher, "wills/dropped").await,
+        ["wills/dropped"]
+    );
+    let mut gone = Client::connect(node.addr, "cw-gone", |c| {
+        c.will = Some(will("wills/gone", None, false));
+    })
+    .await;
+    gone.send(&Packet::Disconnect(Disconnect {
+        reason_code: midge_proto::ReasonCode::NORMAL_DISCONNECTION,
+        properties: Default::default(),
+    }))
+    .await;
+    // The broker has seen it go (and deleted its will) ...
+    wait_connected(&mut watcher, 3).await;
+    // ... and everything it wrote before is in the store: a QoS 1 PUBLISH to a
+    // persistent subscriber is acknowledged once its record is, after all earlier ones.
+    let mut publisher = Client::connect(node.addr, "cw-pub", |c| c.clean_start = true).await;
+    publisher
+        .publish("wills/barrier", "b", QoS::AtLeastOnce, false, |_| {})
+        .await;
+    assert_eq!(
+        topics_until(&mut watcher, "wills/barrier").await,
+        ["wills/barrier"]
+    );
+    drop(publisher);
+    if crash {
+        node.crash_and_restart().await;
+    } else {
+        node.stop_and_restart().await;
+    }
+
+    let mut watcher = Client::connect(node.addr, "cw-watch", |_| {}).await;
+    assert!(watcher.session_present);
+    let mut publisher = Client::connect(node.addr, "cw-pub", |c| c.clean_start = true).await;
+    publisher
+        .publish("wills/marker", "m", QoS::AtLeastOnce, false, |_| {})
+        .await;
+    // Wills due at the start were queued for the watcher's session before the marker.
+    let seen = topics_until(&mut watcher, "wills/marker").await;
+    assert_eq!(
+        seen,
+        ["wills/clean", "wills/marker"],
+        "none for cw-gone, none again for cw-dropped"
+    );
+    assert_eq!(
+        topics_until(&mut watcher, "wills/away").await,
+        ["wills/away"]
+    );
+    // The retained will is kept for later subscribers.
+    let mut late = Client::connect(node.addr, "cw-late", |c| c.clean_start = true).await;
+    late.subscribe("wills/clean", QoS::AtLeastOnce).await;
+    let retained = late.recv_publish().await;
+    assert!(retained.retain);
+    assert_eq!(&retained.payload[..], b"offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills_of_clients_connected_at_a_crash_are_sent_by_the_restarted_broker() {
+    connected_wills_are_sent_after("crash-wills", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wills_of_clients_connected_at_a_shutdown_are_sent_at_the_next_start() {
+    connected_wills_are_sent_after("stop-wills", false).await;
 }

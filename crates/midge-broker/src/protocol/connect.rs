@@ -193,10 +193,8 @@ impl Conn {
             }
         }
 
-        let (cell, session_present) = self.attach_session(c.clean_start, expiry).await?;
-
-        if let Some(w) = c.will {
-            self.will_delay = w.properties.will_delay_interval.unwrap_or(0);
+        let will = c.will.map(|w| {
+            let delay = w.properties.will_delay_interval.unwrap_or(0);
             let mut props = w.properties;
             props.will_delay_interval = None;
             let publish = Publish {
@@ -208,7 +206,17 @@ impl Conn {
                 properties: props,
                 payload: w.payload,
             };
-            self.will = Some(Box::new(publish));
+            (Box::new(publish), delay)
+        });
+        let will_record = will
+            .as_ref()
+            .and_then(|(publish, delay)| self.broker.connected_will_record(publish, *delay));
+        let (cell, session_present) = self
+            .attach_session(c.clean_start, expiry, will_record)
+            .await?;
+        if let Some((publish, delay)) = will {
+            self.will = Some(publish);
+            self.will_delay = delay;
         }
 
         // CONNACK properties the client needs to know [MQTT-3.2.2-*].
@@ -258,6 +266,7 @@ impl Conn {
         &mut self,
         clean_start: bool,
         expiry: Option<Duration>,
+        mut will_record: Option<midge_store::WillRecord>,
     ) -> Result<(Arc<SessionCell>, bool), Close> {
         // The keep-alive is set when the main loop starts (`connection::serve`).
         let mut link = Some(ConnLink::new(self.conn_id));
@@ -322,6 +331,14 @@ impl Conn {
                 if had_will {
                     ops.push(midge_store::Op::DeleteWill {
                         client: cell.client_id.clone(),
+                    });
+                }
+                // This connection's will, kept until the connection ends (written after
+                // the old connection's detach, which the takeover above waited for).
+                if let Some(will) = will_record.take() {
+                    ops.push(midge_store::Op::PutWill {
+                        client: cell.client_id.clone(),
+                        will,
                     });
                 }
                 drop(st);

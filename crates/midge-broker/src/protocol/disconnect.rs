@@ -35,7 +35,8 @@ impl Conn {
                 return Err(Close::PeerGone);
             }
         }
-        self.will = None;
+        // The will is not sent (`finish` sends none for this close) and its stored
+        // record is deleted there.
         Err(Close::ClientDisconnect)
     }
 }
