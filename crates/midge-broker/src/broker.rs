@@ -399,10 +399,11 @@ impl BrokerInner {
     ) -> SessionRecord {
         SessionRecord {
             expiry_interval: st
-                .expiry
+                .expiry()
                 .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
             disconnected_at: disconnected.then(persist::now_millis),
             protocol_level: protocol,
+            first_seq: st.first_seq,
         }
     }
 
@@ -541,7 +542,7 @@ impl BrokerInner {
             let record = st
                 .persistent
                 .then(|| self.session_record(&st, protocol, true));
-            (st.generation, st.expiry, record)
+            (st.generation, st.expiry(), record)
         };
         // Whoever waits for the detach (no connection waits on `notify` any more; a
         // waiter-less wake-up leaves no permit for the next one).

@@ -153,8 +153,9 @@ pub fn recover(
         let generation = {
             let mut st = cell.state.lock();
             st.persistent = true;
-            st.expiry = expiry;
-            st.next_seq = rs.next_seq.max(1);
+            st.set_expiry(expiry);
+            st.first_seq = rs.session.first_seq;
+            st.next_seq = rs.next_seq.max(rs.session.first_seq).max(1);
             st.inbound_qos2 = rs.inbound_qos2.iter().copied().collect();
             for (filter, sub) in &rs.subscriptions {
                 let options = sub.subscription_options();

@@ -279,6 +279,12 @@ impl std::hash::BuildHasher for ProcessKeys {
     }
 }
 
+/// A session's expiry in 8 bytes where an `Option<Duration>` takes 16 (a session fits
+/// jemalloc's 384-byte class): 0 = forever (the default), else milliseconds (rounded
+/// up) + 1.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Expiry(u64);
+
 /// Everything a session holds.
 #[derive(Debug, Default)]
 pub struct SessionState {
@@ -295,8 +301,8 @@ pub struct SessionState {
     pub inbound_qos2: IdSet,
     /// The connection attached now, if any.
     pub conn: Option<ConnLink>,
-    /// How long the session outlives its connection; `None` = forever.
-    pub expiry: Option<Duration>,
+    /// How long the session outlives its connection: see [`SessionState::expiry`].
+    expiry: Expiry,
     /// Bumped on every attach and detach; timers started at a detach act only if it is
     /// unchanged when they fire.
     pub generation: u64,
@@ -315,11 +321,27 @@ pub struct SessionState {
     pub read_access: ReadAccess,
     /// The session outlives its connection and is kept in the store (when there is one).
     pub persistent: bool,
-    /// Next sequence number of the durable queue (starts at 1).
+    /// Next sequence number of the durable queue (starts at `first_seq`).
     pub next_seq: u64,
+    /// The first sequence number of this session: above every number an earlier session
+    /// of its client ID gave out (see [`first_seq`]), so that a queue entry of that one
+    /// committed late is known at load for what it is. Stored in the session record.
+    pub first_seq: u64,
 }
 
 impl SessionState {
+    /// How long the session outlives its connection; `None` = forever.
+    pub fn expiry(&self) -> Option<Duration> {
+        self.expiry.0.checked_sub(1).map(Duration::from_millis)
+    }
+
+    pub fn set_expiry(&mut self, expiry: Option<Duration>) {
+        self.expiry = Expiry(expiry.map_or(0, |d| {
+            let ms = u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+            ms.saturating_add(1)
+        }));
+    }
+
     /// The next packet identifier not used by an in-flight message [MQTT-2.2.1-3].
     pub fn allocate_packet_id(&mut self) -> Option<u16> {
         for _ in 0..=u16::MAX {
@@ -420,6 +442,27 @@ impl ConnLink {
     }
 }
 
+/// Sequence numbers per millisecond of wall-clock time set aside for a session.
+const SEQ_PER_MS: u64 = 1 << 20;
+
+/// The first queue sequence number of a new session: `SEQ_PER_MS` times the wall-clock
+/// milliseconds, and at least `SEQ_PER_MS` above the last one given. A session started
+/// earlier gave out fewer numbers than that since it started (it would need over a
+/// million messages per millisecond), so every number of an earlier session of the same
+/// client ID lies below this one (fits in a `u64` until the year 2500).
+fn first_seq() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::persist::now_millis().saturating_mul(SEQ_PER_MS);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(SEQ_PER_MS));
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
 impl SessionCell {
     pub fn new(
         id: SessionId,
@@ -431,9 +474,14 @@ impl SessionCell {
             env,
             id,
             client_id,
-            state: Mutex::new(SessionState {
-                read_access: ReadAccess(acl),
-                ..SessionState::default()
+            state: Mutex::new({
+                let first = first_seq();
+                SessionState {
+                    read_access: ReadAccess(acl),
+                    next_seq: first,
+                    first_seq: first,
+                    ..SessionState::default()
+                }
             }),
             notify: Notify::new(),
         }
@@ -919,6 +967,19 @@ mod tests {
         assert!(!st.paging);
     }
 
+    /// A new session's sequence numbers start above every number an earlier session of
+    /// its client ID can have given out, so that a late commit of that one is told apart
+    /// at load (see `first_seq`).
+    #[test]
+    fn a_new_session_numbers_its_queue_above_every_earlier_one() {
+        let first = cell();
+        first.state.lock().next_seq += 500_000;
+        let later = cell();
+        let (a, b) = (first.state.lock(), later.state.lock());
+        assert!(b.first_seq > a.next_seq, "{} {}", b.first_seq, a.next_seq);
+        assert_eq!(b.next_seq, b.first_seq);
+    }
+
     #[test]
     fn offline_session_queues_stored_messages_in_the_store_only() {
         let c = cell();
@@ -941,7 +1002,9 @@ mod tests {
         assert_eq!(durable.len(), 3);
         let st = c.state.lock();
         assert_eq!(st.backlog.count, 3);
-        assert_eq!(st.backlog.read_from, 1);
+        assert_eq!(st.backlog.read_from, st.first_seq);
+        let seqs: Vec<u64> = durable.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, (st.first_seq..st.first_seq + 3).collect::<Vec<_>>());
         assert!(
             st.queue.is_empty(),
             "QoS 0 to an offline session is dropped by default"

@@ -130,6 +130,7 @@ fn session() -> SessionRecord {
         expiry_interval: Some(3600),
         disconnected_at: None,
         protocol_level: 5,
+        first_seq: 0,
     }
 }
 

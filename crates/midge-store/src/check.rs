@@ -260,8 +260,11 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
         if let Err(what) = key::utf8(k) {
             r.problem(Table::Sessions, k, what);
         }
-        if decoded::<SessionRecord>(Table::Sessions, k, v, r).is_some() {
-            sessions.insert(k.to_vec());
+        match SessionRecord::decode(v) {
+            Ok(_) => {
+                sessions.insert(k.to_vec());
+            }
+            Err(what) => r.problem(Table::Sessions, k, what),
         }
     });
     let owned = |k: &[u8], r: &mut Report| match key::split_client(k) {
@@ -495,7 +498,7 @@ fn salvage<E: Engine, F: Engine>(
     };
     let mut sessions = HashSet::new();
     copy_table(old, Table::Sessions, report, &mut out, |k, v| {
-        let ok = key::utf8(k).is_ok() && record::decode::<SessionRecord>(v).is_ok();
+        let ok = key::utf8(k).is_ok() && SessionRecord::decode(v).is_ok();
         if ok {
             sessions.insert(k.to_vec());
         }

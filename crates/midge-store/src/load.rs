@@ -51,7 +51,8 @@ enum Owner<'a> {
     Live(&'a mut RecoveredSession),
     /// Its session expired: the session's deletion removes it.
     Expired,
-    /// No session: left over from damage; removed.
+    /// No session (left over from damage), or an earlier session of the client ID:
+    /// removed.
     Stray,
 }
 
@@ -63,6 +64,16 @@ impl Clients {
             Owner::Expired
         } else {
             Owner::Stray
+        }
+    }
+
+    /// As [`Clients::owner`] for the queue entry or in-flight marker `seq` of `client`:
+    /// below its session's first sequence number it is an earlier session's (a commit
+    /// that landed after that session's deletion), so a stray.
+    fn owner_at(&mut self, client: &str, seq: u64) -> Owner<'_> {
+        match self.owner(client) {
+            Owner::Live(s) if seq < s.session.first_seq => Owner::Stray,
+            other => other,
         }
     }
 }
@@ -102,7 +113,7 @@ pub(crate) fn load<E: Engine>(
     scan_all(engine, path, Table::Inflight, |k, v| {
         let (client, seq) = key::split_client_seq(k)?;
         let rec: InflightRecord = record::decode(v)?;
-        match clients.owner(client) {
+        match clients.owner_at(client, seq) {
             Owner::Live(_) => {
                 inflight.insert((client.to_owned(), seq), rec);
             }
@@ -126,7 +137,7 @@ pub(crate) fn load<E: Engine>(
         let (client, seq) = key::split_client_seq(k)?;
         let entry = QueueEntry::decode(v)?;
         let in_flight = inflight.contains_key(&(client.to_owned(), seq));
-        match clients.owner(client) {
+        match clients.owner_at(client, seq) {
             Owner::Live(s) => {
                 s.next_seq = s.next_seq.max(seq.saturating_add(1));
                 if in_flight {
@@ -282,7 +293,7 @@ fn load_sessions<E: Engine>(
     };
     scan_all(engine, path, Table::Sessions, |k, v| {
         let client = key::utf8(k)?;
-        let session: SessionRecord = record::decode(v)?;
+        let session = SessionRecord::decode(v)?;
         if session.is_expired(now) {
             dropped.sessions += 1;
             clients.expired.insert(client.to_owned());
@@ -294,14 +305,14 @@ fn load_sessions<E: Engine>(
                 client.to_owned(),
                 RecoveredSession {
                     client_id: client.to_owned(),
-                    session,
                     subscriptions: Vec::new(),
                     inflight: Vec::new(),
                     inbound_qos2: Vec::new(),
                     queued: 0,
                     queued_bytes: 0,
                     first_queued_seq: 0,
-                    next_seq: 0,
+                    next_seq: session.first_seq,
+                    session,
                 },
             );
         }

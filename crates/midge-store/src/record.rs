@@ -42,9 +42,47 @@ pub struct SessionRecord {
     pub disconnected_at: Option<UnixMillis>,
     /// Protocol level of the last CONNECT (3 = 3.1, 4 = 3.1.1, 5 = 5.0).
     pub protocol_level: u8,
+    /// The session's first queue sequence number. Queue entries and in-flight markers of
+    /// its client ID below it belong to an earlier session of that client ID (a publisher
+    /// that routed to it just before it ended may commit after its deletion): they are
+    /// dropped at load. 0 in records of format 1.
+    pub first_seq: u64,
+}
+
+/// The record format of sessions since they carry `first_seq`. Sessions of format 1 are
+/// still read.
+pub(crate) const SESSION_FORMAT: u8 = 2;
+
+/// A session as record format 1 wrote it.
+#[derive(Deserialize)]
+struct SessionRecordV1 {
+    expiry_interval: Option<u32>,
+    disconnected_at: Option<UnixMillis>,
+    protocol_level: u8,
 }
 
 impl SessionRecord {
+    /// Serialises the session behind [`SESSION_FORMAT`].
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode_as(SESSION_FORMAT, self)
+    }
+
+    /// Reads a session of format 2, or of format 1 (with `first_seq: 0`).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<SessionRecord, String> {
+        match bytes.split_first() {
+            Some((&SESSION_FORMAT, rest)) => decode_body(rest),
+            Some((&RECORD_FORMAT, rest)) => {
+                decode_body::<SessionRecordV1>(rest).map(|s| SessionRecord {
+                    expiry_interval: s.expiry_interval,
+                    disconnected_at: s.disconnected_at,
+                    protocol_level: s.protocol_level,
+                    first_seq: 0,
+                })
+            }
+            _ => decode(bytes),
+        }
+    }
+
     /// True when the session outlived its expiry interval at `now`. A session that was
     /// connected at the crash and has interval 0 ended with that connection.
     pub fn is_expired(&self, now: UnixMillis) -> bool {
@@ -375,17 +413,45 @@ mod tests {
     }
 
     #[test]
-    fn session_record_round_trips() {
-        round_trip(SessionRecord {
-            expiry_interval: Some(3600),
-            disconnected_at: Some(1_700_000_000_000),
-            protocol_level: 5,
-        });
-        round_trip(SessionRecord {
-            expiry_interval: None,
+    fn session_records_round_trip_and_format_1_is_still_read() {
+        for s in [
+            SessionRecord {
+                expiry_interval: Some(3600),
+                disconnected_at: Some(1_700_000_000_000),
+                protocol_level: 5,
+                first_seq: 1 << 60,
+            },
+            SessionRecord {
+                expiry_interval: None,
+                disconnected_at: None,
+                protocol_level: 4,
+                first_seq: 0,
+            },
+        ] {
+            let bytes = s.encode();
+            assert_eq!(bytes[0], SESSION_FORMAT);
+            assert_eq!(SessionRecord::decode(&bytes), Ok(s));
+        }
+        #[derive(Serialize)]
+        struct V1 {
+            expiry_interval: Option<u32>,
+            disconnected_at: Option<UnixMillis>,
+            protocol_level: u8,
+        }
+        let old = encode(&V1 {
+            expiry_interval: Some(60),
             disconnected_at: None,
             protocol_level: 4,
         });
+        assert_eq!(
+            SessionRecord::decode(&old),
+            Ok(SessionRecord {
+                expiry_interval: Some(60),
+                disconnected_at: None,
+                protocol_level: 4,
+                first_seq: 0,
+            })
+        );
     }
 
     #[test]
@@ -585,6 +651,7 @@ mod tests {
             expiry_interval: e,
             disconnected_at: d,
             protocol_level: 5,
+            first_seq: 0,
         };
         assert!(!s(None, Some(0)).is_expired(u64::MAX));
         assert!(s(Some(0), None).is_expired(0));

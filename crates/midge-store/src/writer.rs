@@ -136,7 +136,7 @@ impl<E: Engine> Core<E> {
             Op::PutSession { client, session } => self.put(
                 Table::Sessions,
                 client.as_bytes().to_vec(),
-                record::encode(&session),
+                session.encode(),
             ),
             Op::DeleteSession { client } => self.delete_session(&client)?,
             Op::PutSubscription {

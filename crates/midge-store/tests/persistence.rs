@@ -387,6 +387,55 @@ fn one_body_for_many_subscribers_on_disk() {
     assert_eq!(bodies_on_disk(f), (1, 0));
 }
 
+/// A publisher that routed to a session just before the session ended (a client
+/// reconnecting with Clean Start, or its expiry) may commit its queue entry after the
+/// session's deletion, under the client ID that a new session now has. The new session
+/// starts its sequence numbers above the old one's, and says where in its record: what
+/// lies below is not its own and is removed at load, not delivered [MQTT-3.1.2-4].
+#[test]
+fn entries_below_a_sessions_first_sequence_number_are_an_earlier_sessions() {
+    for f in Fixture::both() {
+        let old = message("t", b"old session", None);
+        let new = message("t", b"new session", None);
+        let mut record = session(Some(3600), None);
+        record.first_seq = 1_000;
+        let ops = vec![
+            Op::PutSession {
+                client: "c".into(),
+                session: record,
+            },
+            enqueue(f.store(), old.clone(), &[("c", 7)]),
+            enqueue(f.store(), old, &[("c", 8)]),
+            Op::SetInflight {
+                client: "c".into(),
+                seq: 7,
+                inflight: InflightRecord {
+                    packet_id: 8,
+                    stage: Stage::AwaitPubAck,
+                },
+            },
+            enqueue(f.store(), new.clone(), &[("c", 1_000)]),
+            enqueue(f.store(), new, &[("c", 1_001)]),
+        ];
+        f.commit(ops);
+        let f = f.restart();
+        let r = f.store().load(now()).expect("load");
+        let s = &r.sessions[0];
+        assert_eq!(
+            (s.queued, s.first_queued_seq, s.next_seq),
+            (2, 1_000, 1_002)
+        );
+        assert!(s.inflight.is_empty(), "{}: {:?}", f.name(), s.inflight);
+        assert_eq!(r.dropped.strays, 3, "{}", f.name());
+        let q = f.store().read_queue("c", 0, 10).expect("read");
+        assert_eq!(q.iter().map(|m| m.seq).collect::<Vec<_>>(), [1_000, 1_001]);
+        assert!(q.iter().all(|m| &m.message.payload[..] == b"new session"));
+        // Removed, not only passed over.
+        let f = f.restart();
+        assert_eq!(f.store().load(now()).expect("load").dropped.strays, 0);
+    }
+}
+
 #[test]
 fn delete_session_releases_its_queue_but_not_shared_bodies() {
     for f in Fixture::both() {

@@ -557,16 +557,17 @@ async fn connected_wills_are_sent_after(tag: &str, crash: bool) {
     publisher
         .publish("wills/marker", "m", QoS::AtLeastOnce, false, |_| {})
         .await;
-    // Wills due at the start were queued for the watcher's session before the marker.
-    let seen = topics_until(&mut watcher, "wills/marker").await;
+    // Wills due at the start were queued for the watcher's session before the marker;
+    // cw-away's goes 1 s after the start (before the marker on a slow machine).
+    let mut seen = topics_until(&mut watcher, "wills/marker").await;
+    if !seen.iter().any(|t| t == "wills/away") {
+        seen.extend(topics_until(&mut watcher, "wills/away").await);
+    }
+    seen.retain(|t| t != "wills/away");
     assert_eq!(
         seen,
         ["wills/clean", "wills/marker"],
         "none for cw-gone, none again for cw-dropped"
-    );
-    assert_eq!(
-        topics_until(&mut watcher, "wills/away").await,
-        ["wills/away"]
     );
     // The retained will is kept for later subscribers.
     let mut late = Client::connect(node.addr, "cw-late", |c| c.clean_start = true).await;

@@ -317,7 +317,7 @@ impl Conn {
                 // This listener's ACL decides what the session receives from now on.
                 st.read_access = ReadAccess(self.security().authorizer());
                 st.generation += 1;
-                st.expiry = expiry;
+                st.set_expiry(expiry);
                 // Reconnecting in time cancels a delayed will [MQTT-3.1.3-9].
                 let had_will = st.pending_will.take().is_some();
                 st.persistent = expiry != Some(Duration::ZERO);

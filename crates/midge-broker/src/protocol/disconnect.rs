@@ -26,7 +26,7 @@ impl Conn {
                             Some(cap.map_or(d, |c| c.min(d)))
                         }
                     };
-                    cell.state.lock().expiry = expiry;
+                    cell.state.lock().set_expiry(expiry);
                 }
             }
             // Only Normal disconnection (0x00) discards the will [MQTT-3.14.4-3]; 0x04 and

@@ -94,6 +94,7 @@ pub fn session(expiry: Option<u32>, disconnected_at: Option<SystemTime>) -> Sess
         expiry_interval: expiry,
         disconnected_at: disconnected_at.map(midge_store::unix_millis),
         protocol_level: 5,
+        first_seq: 0,
     }
 }
 
