@@ -516,6 +516,24 @@ impl BrokerInner {
         })
     }
 
+    /// True while `cell` is the registry's session for its client ID.
+    fn is_current(&self, cell: &Arc<SessionCell>) -> bool {
+        self.sessions
+            .get(&cell.client_id)
+            .is_some_and(|current| Arc::ptr_eq(&current, cell))
+    }
+
+    /// Commits `op` on the will record of `cell`'s client if the record is still the
+    /// detaching connection's: `cell` is its client's session and no newer connection
+    /// attached to it (one that did wrote its own record at CONNECT). Called under the
+    /// session lock (`st`), as the attach writes its record, so the store gets the two in
+    /// the order the lock gave them.
+    fn commit_will_record(&self, cell: &Arc<SessionCell>, st: &SessionState, op: Op) {
+        if st.conn.is_none() && self.is_current(cell) {
+            self.commit_detached(vec![op]);
+        }
+    }
+
     /// Called when a connection leaves its session: sends or schedules the will and
     /// schedules the end of the session. `will_stored`: the connection's will was
     /// stored at CONNECT (see [`BrokerInner::connected_will_record`]) and does not go
@@ -554,43 +572,45 @@ impl BrokerInner {
             }]);
         }
         let session_ends_now = expiry == Some(Duration::ZERO);
-        // The stored will is this client's, unless a newer connection of the same client
-        // attached already (a takeover that stopped waiting): the record is then its.
-        let owns_record = self
-            .sessions
-            .get(&cell.client_id)
-            .is_none_or(|current| current.state.lock().conn.is_none());
+        let delete_record = || Op::DeleteWill {
+            client: cell.client_id.clone(),
+        };
         let mut delayed_will = None;
         match will {
             Some(will) if will_delay == 0 || session_ends_now => {
                 let mut scratch = RouteScratch::default();
                 drop(self.publish_durable(&will, &mut scratch, None));
-                if owns_record {
-                    self.commit_detached(vec![Op::DeleteWill {
-                        client: cell.client_id.clone(),
-                    }]);
-                }
+                self.commit_will_record(cell, &cell.state.lock(), delete_record());
             }
             Some(will) => {
                 let delay = Duration::from_secs(u64::from(will_delay));
                 let publish_at = persist::now_millis().saturating_add(delay.as_millis() as u64);
-                if owns_record {
-                    self.commit_detached(vec![Op::PutWill {
+                let mut st = cell.state.lock();
+                if st.conn.is_some() {
+                    // A newer connection resumed the session already: within the delay,
+                    // so the will is not sent [MQTT-3.1.3-9]; the record is that one's.
+                } else if !self.is_current(cell) {
+                    // The session ended already (replaced by a Clean Start): the will
+                    // goes now, as at the end of a session (5.0 §3.1.3.2.2).
+                    drop(st);
+                    let mut scratch = RouteScratch::default();
+                    drop(self.publish_durable(&will, &mut scratch, None));
+                } else {
+                    let record = Op::PutWill {
                         client: cell.client_id.clone(),
                         will: WillRecord {
                             message: (*persist::message_record(&will)).clone(),
                             publish_at,
                             while_connected: None,
                         },
-                    }]);
+                    };
+                    self.commit_will_record(cell, &st, record);
+                    st.pending_will = Some(will);
+                    delayed_will = Some(delay);
                 }
-                cell.state.lock().pending_will = Some(will);
-                delayed_will = Some(delay);
             }
-            None if will_stored && owns_record => {
-                self.commit_detached(vec![Op::DeleteWill {
-                    client: cell.client_id.clone(),
-                }]);
+            None if will_stored => {
+                self.commit_will_record(cell, &cell.state.lock(), delete_record());
             }
             None => {}
         }

@@ -1,6 +1,7 @@
 //! `midge store check` and `midge store repair`: find damage, and the way out of it.
 //!
-//! `check` opens the store without changing it, reads every record of every table (the
+//! `check` opens the store (which changes nothing but a journal's torn tail, cut off as
+//! at every open), reads every record of every table (the
 //! engine verifies its checksums on each block read), decodes each one and checks that
 //! references hold (queue entry -> message body, in-flight marker -> queue entry,
 //! per-client entries -> session).

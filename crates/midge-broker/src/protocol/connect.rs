@@ -288,6 +288,7 @@ impl Conn {
                 }
             }
             let existing = self.broker.sessions.get(&self.client_id);
+            let had_session = existing.is_some();
             let (cell, present) = match existing {
                 Some(cell) if !clean_start => (cell, true),
                 other => {
@@ -333,18 +334,25 @@ impl Conn {
                         client: cell.client_id.clone(),
                     });
                 }
-                // This connection's will, kept until the connection ends (written after
-                // the old connection's detach, which the takeover above waited for).
-                if let Some(will) = will_record.take() {
-                    ops.push(midge_store::Op::PutWill {
+                // This connection's will, kept until the connection ends; or none, in
+                // place of one an earlier connection of this client ID may have left
+                // (its detach leaves the record alone once this one is attached).
+                match will_record.take() {
+                    Some(will) => ops.push(midge_store::Op::PutWill {
                         client: cell.client_id.clone(),
                         will,
-                    });
+                    }),
+                    None if had_session && !had_will => ops.push(midge_store::Op::DeleteWill {
+                        client: cell.client_id.clone(),
+                    }),
+                    None => {}
                 }
-                drop(st);
+                // Under the session lock, as a detaching connection writes its record:
+                // the store gets the two in the order the lock gave them.
                 if !ops.is_empty() {
                     self.broker.commit_detached(ops);
                 }
+                drop(st);
             }
             self.session = Some(cell.clone());
             return Ok((cell, present));

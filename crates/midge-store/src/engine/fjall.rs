@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 /// Journal size above which fjall flushes memtables to table files (its minimum).
 const MAX_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
-/// fjall with one keyspace per [`Table`].
+/// fjall with one keyspace per [`Table`]. Never clear or delete a keyspace: the journal
+/// check (`journal.rs`) counts on batch sequence numbers rising within a journal, which a
+/// cleared keyspace's replay breaks.
 pub struct FjallEngine {
     db: Database,
     dir: PathBuf,

@@ -45,7 +45,17 @@ pub struct JournalScan {
     /// Good batches whose sequence number is not above the one before: a damaged
     /// number (the checksum covers a batch's items, not its start entry).
     pub out_of_order: Vec<u64>,
+    /// Looking for good batches after unreadable bytes was given up (see [`WORK_PER_BYTE`]):
+    /// the last `damaged` stretch runs to the end unsearched.
+    pub gave_up: bool,
 }
+
+/// Bytes of parsing allowed per byte of journal. Reading a healthy journal parses each
+/// byte once; after unreadable bytes, every `1` byte is tried as a batch start, which
+/// costs a few bytes each on ordinary data but can be made to cost far more by bytes
+/// crafted to chain (message payloads are written into the journal). Past this budget
+/// the rest of the file is damage, unsearched, rather than hours of start-up.
+const WORK_PER_BYTE: usize = 16;
 
 impl JournalScan {
     /// The bytes the good batches hold.
@@ -55,6 +65,14 @@ impl JournalScan {
 
     /// Describes the damage for an error message, or `None` if there is none.
     pub fn damage(&self) -> Option<String> {
+        if let (true, Some(last)) = (self.gave_up, self.damaged.last()) {
+            return Some(format!(
+                "journal {}: bytes from {} on cannot be read, and searching them for \
+                 complete batches took too long: the journal is damaged",
+                self.path.display(),
+                last.start
+            ));
+        }
         if let Some(at) = self.out_of_order.first() {
             return Some(format!(
                 "journal {}: the batch at byte {at} has a sequence number not above the one \
@@ -97,12 +115,20 @@ fn scan_bytes(path: &Path, data: &[u8]) -> JournalScan {
         damaged: Vec::new(),
         tail: None,
         out_of_order: Vec::new(),
+        gave_up: false,
     };
     let at = |i: usize| i as u64;
+    let mut work = Work {
+        spent: 0,
+        budget: data
+            .len()
+            .saturating_mul(WORK_PER_BYTE)
+            .saturating_add(1 << 20),
+    };
     let mut pos = 0usize;
     let mut last_seqno = None;
     while pos < data.len() {
-        if let Some((end, seqno)) = batch_at(data, pos) {
+        if let Some((end, seqno)) = batch_at(data, pos, &mut work) {
             if last_seqno.is_some_and(|last| seqno <= last) {
                 found.out_of_order.push(at(pos));
             }
@@ -114,13 +140,18 @@ fn scan_bytes(path: &Path, data: &[u8]) -> JournalScan {
             pos = end;
             continue;
         }
-        match next_batch(data, pos + 1) {
-            Some(next) => {
+        match next_batch(data, pos + 1, &mut work) {
+            Next::At(next) => {
                 found.damaged.push(at(pos)..at(next));
                 pos = next;
             }
-            None => {
+            Next::None => {
                 found.tail = Some(at(pos)..at(data.len()));
+                break;
+            }
+            Next::GaveUp => {
+                found.damaged.push(at(pos)..at(data.len()));
+                found.gave_up = true;
                 break;
             }
         }
@@ -128,14 +159,32 @@ fn scan_bytes(path: &Path, data: &[u8]) -> JournalScan {
     found
 }
 
+/// Parsing done so far and allowed.
+struct Work {
+    spent: usize,
+    budget: usize,
+}
+
+enum Next {
+    At(usize),
+    None,
+    GaveUp,
+}
+
 /// The first offset from `from` on where a whole good batch starts.
-fn next_batch(data: &[u8], from: usize) -> Option<usize> {
-    let rest = data.get(from..)?;
-    rest.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == START)
-        .map(|(i, _)| from + i)
-        .find(|&i| batch_at(data, i).is_some())
+fn next_batch(data: &[u8], from: usize, work: &mut Work) -> Next {
+    let Some(rest) = data.get(from..) else {
+        return Next::None;
+    };
+    for (i, b) in rest.iter().enumerate() {
+        if work.spent > work.budget {
+            return Next::GaveUp;
+        }
+        if *b == START && batch_at(data, from + i, work).is_some() {
+            return Next::At(from + i);
+        }
+    }
+    Next::None
 }
 
 /// Reads forward through a byte slice; every read is bounds-checked.
@@ -170,9 +219,16 @@ impl<'a> Reader<'a> {
 }
 
 /// If a whole batch with a matching checksum starts at `pos`, where it ends and its
-/// sequence number.
-fn batch_at(data: &[u8], pos: usize) -> Option<(usize, u64)> {
+/// sequence number. Adds the bytes it looked at to `work`.
+fn batch_at(data: &[u8], pos: usize, work: &mut Work) -> Option<(usize, u64)> {
     let mut r = Reader { data, pos };
+    let found = read_batch(&mut r);
+    work.spent = work.spent.saturating_add(r.pos - pos);
+    found
+}
+
+fn read_batch(r: &mut Reader<'_>) -> Option<(usize, u64)> {
+    let data = r.data;
     if r.u8()? != START {
         return None;
     }
@@ -265,10 +321,25 @@ pub fn journals(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// a damaged journal, cuts an interrupted tail off with a warning.
 pub fn check_before_open(dir: &Path) -> Result<(), String> {
     let io = |p: &Path, e: std::io::Error| format!("journal {}: {e}", p.display());
-    for path in journals(dir).map_err(|e| io(dir, e))? {
+    let all = journals(dir).map_err(|e| io(dir, e))?;
+    let count = all.len();
+    for (n, path) in all.into_iter().enumerate() {
         let found = scan(&path).map_err(|e| io(&path, e))?;
         if let Some(damage) = found.damage() {
             return Err(damage);
+        }
+        if let (Some(tail), true) = (&found.tail, n + 1 < count) {
+            // Only the journal being written when the process stopped can end in a
+            // write cut short; an older one was complete (and fsynced) when fjall moved
+            // on to the next, whose batches follow these bytes.
+            return Err(format!(
+                "journal {}: its last {} bytes (from byte {}) cannot be read, and it is not \
+                 the newest journal: the journal is damaged, and replaying would drop the \
+                 batches of the journals after it",
+                path.display(),
+                tail.end - tail.start,
+                tail.start
+            ));
         }
         if let Some(tail) = &found.tail {
             tracing::warn!(
@@ -424,6 +495,48 @@ mod tests {
         let found = at(&data);
         assert_eq!(found.tail, Some(0..data.len() as u64));
         assert!(found.good.is_empty());
+    }
+
+    /// Entries whose values hide a batch start chaining into the next entry: every hidden
+    /// start parses to the end of the file, quadratic time without the work budget.
+    #[test]
+    fn bytes_crafted_to_chain_are_given_up_on_not_searched_for_hours() {
+        let mut data = Vec::new();
+        for _ in 0..20_000 {
+            data.extend([ITEM, 0, 0]);
+            data.extend(7u64.to_le_bytes());
+            data.extend(0u16.to_le_bytes());
+            data.extend(13u32.to_le_bytes());
+            data.extend(13u32.to_le_bytes());
+            // A start entry (count u32::MAX) whose items begin at the next entry.
+            data.push(START);
+            data.extend(u32::MAX.to_le_bytes());
+            data.extend(1u64.to_le_bytes());
+        }
+        let found = at(&data);
+        assert!(found.gave_up);
+        assert_eq!(found.damaged, vec![0..data.len() as u64]);
+        assert!(found.damage().is_some_and(|d| d.contains("took too long")));
+    }
+
+    #[test]
+    fn only_the_newest_journal_may_end_in_a_cut_batch() {
+        let (data, starts) = journal(3);
+        let dir = tempfile::tempdir().expect("dir");
+        let (older, newer) = (dir.path().join("0.jnl"), dir.path().join("1.jnl"));
+        // The newest journal ends in half a batch: cut off, the rest kept.
+        std::fs::write(&older, &data).expect("write");
+        std::fs::write(&newer, &data[..starts[2] + 7]).expect("write");
+        assert_eq!(check_before_open(dir.path()), Ok(()));
+        assert_eq!(std::fs::read(&newer).expect("read"), data[..starts[2]]);
+        // An older journal that does is damaged: refused, nothing cut.
+        std::fs::write(&older, &data[..starts[2] + 7]).expect("write");
+        let err = check_before_open(dir.path()).expect_err("refused");
+        assert!(
+            err.contains("0.jnl") && err.contains("not the newest"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&older).expect("read").len(), starts[2] + 7);
     }
 
     #[test]
