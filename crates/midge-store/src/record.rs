@@ -69,18 +69,12 @@ impl SessionRecord {
 
     /// Reads a session of format 2, or of format 1 (with `first_seq: 0`).
     pub(crate) fn decode(bytes: &[u8]) -> Result<SessionRecord, String> {
-        match bytes.split_first() {
-            Some((&SESSION_FORMAT, rest)) => decode_body(rest),
-            Some((&RECORD_FORMAT, rest)) => {
-                decode_body::<SessionRecordV1>(rest).map(|s| SessionRecord {
-                    expiry_interval: s.expiry_interval,
-                    disconnected_at: s.disconnected_at,
-                    protocol_level: s.protocol_level,
-                    first_seq: 0,
-                })
-            }
-            _ => decode(bytes),
-        }
+        decode_upgrading(bytes, SESSION_FORMAT, |s: SessionRecordV1| SessionRecord {
+            expiry_interval: s.expiry_interval,
+            disconnected_at: s.disconnected_at,
+            protocol_level: s.protocol_level,
+            first_seq: 0,
+        })
     }
 
     /// True when the session outlived its expiry interval at `now`. A session that was
@@ -250,18 +244,14 @@ impl QueueEntry {
 
     /// Reads an entry of format 2, or of format 1 (with `payload_len: None`).
     pub(crate) fn decode(bytes: &[u8]) -> Result<QueueEntry, String> {
-        match bytes.split_first() {
-            Some((&QUEUE_ENTRY_FORMAT, rest)) => decode_body(rest),
-            Some((&RECORD_FORMAT, rest)) => decode_body::<QueueEntryV1>(rest).map(|e| QueueEntry {
-                message_id: e.message_id,
-                qos: e.qos,
-                retain: e.retain,
-                subscription_ids: e.subscription_ids,
-                expires_at: e.expires_at,
-                payload_len: None,
-            }),
-            _ => decode(bytes),
-        }
+        decode_upgrading(bytes, QUEUE_ENTRY_FORMAT, |e: QueueEntryV1| QueueEntry {
+            message_id: e.message_id,
+            qos: e.qos,
+            retain: e.retain,
+            subscription_ids: e.subscription_ids,
+            expires_at: e.expires_at,
+            payload_len: None,
+        })
     }
 }
 
@@ -325,15 +315,11 @@ impl WillRecord {
 
     /// Reads a will of format 2, or of format 1 (with `while_connected: None`).
     pub(crate) fn decode(bytes: &[u8]) -> Result<WillRecord, String> {
-        match bytes.split_first() {
-            Some((&WILL_FORMAT, rest)) => decode_body(rest),
-            Some((&RECORD_FORMAT, rest)) => decode_body::<WillRecordV1>(rest).map(|w| WillRecord {
-                message: w.message,
-                publish_at: w.publish_at,
-                while_connected: None,
-            }),
-            _ => decode(bytes),
-        }
+        decode_upgrading(bytes, WILL_FORMAT, |w: WillRecordV1| WillRecord {
+            message: w.message,
+            publish_at: w.publish_at,
+            while_connected: None,
+        })
     }
 
     /// The will as due when a broker starts at `now` and finds it: a connected client's
@@ -371,6 +357,20 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         None => Err("empty value".to_owned()),
         Some((&RECORD_FORMAT, rest)) => decode_body(rest),
         Some((other, _)) => Err(format!("unknown record format {other}")),
+    }
+}
+
+/// Reads a record of `format`, or one of format 1 (its shape `Old`) made current by
+/// `upgrade`; any other format byte is reported as [`decode`] does.
+fn decode_upgrading<T: DeserializeOwned, Old: DeserializeOwned>(
+    bytes: &[u8],
+    format: u8,
+    upgrade: impl FnOnce(Old) -> T,
+) -> Result<T, String> {
+    match bytes.split_first() {
+        Some((f, rest)) if *f == format => decode_body(rest),
+        Some((&RECORD_FORMAT, rest)) => decode_body::<Old>(rest).map(upgrade),
+        _ => decode(bytes),
     }
 }
 
