@@ -544,6 +544,9 @@ async fn connected_wills_are_sent_after(tag: &str, crash: bool) {
         topics_until(&mut watcher, "wills/barrier").await,
         ["wills/barrier"]
     );
+    // The watcher's acknowledgements are in the store too: its SUBACK waits for a commit
+    // made after them (else a delivery whose PUBACK the crash lost comes again).
+    watcher.subscribe("sync/acks", QoS::AtLeastOnce).await;
     drop(publisher);
     if crash {
         node.crash_and_restart().await;
