@@ -439,10 +439,18 @@ impl BrokerInner {
     }
 
     /// Ends a session: its subscriptions leave the router, it leaves the registry, and a
-    /// will still waiting for its delay is sent now (the session ended first).
+    /// will still waiting for its delay is sent now (the session ended first). Its
+    /// deletion is committed before it leaves the registry: a new session of its client
+    /// ID, which can only be made after that (or, replacing it, before this is called),
+    /// has its records written after the deletion, never wiped by it.
     pub fn discard_session(&self, cell: &Arc<SessionCell>) {
         let (subs, will) = {
             let mut st = cell.state.lock();
+            if st.discarded {
+                return;
+            }
+            // No message takes a sequence number from it any more (see `first_seq`).
+            st.discarded = true;
             // A connection that attached to it after its replacement was decided is told
             // to go (it would otherwise serve a session no longer in the registry).
             cell.request(
@@ -463,7 +471,6 @@ impl BrokerInner {
         for filter in subs.keys() {
             self.unroute(cell.id, filter);
         }
-        self.sessions.remove_if_same(cell);
         let mut ops = vec![Op::DeleteSession {
             client: cell.client_id.clone(),
         }];
@@ -475,6 +482,7 @@ impl BrokerInner {
             });
         }
         self.commit_detached(ops);
+        self.sessions.remove_if_same(cell);
     }
 
     /// Removes one subscription (as the session stored it) from the router.
@@ -575,18 +583,23 @@ impl BrokerInner {
         let delete_record = || Op::DeleteWill {
             client: cell.client_id.clone(),
         };
+        // A newer connection resumed the session since (and maybe left it again).
+        let resumed = |st: &SessionState| st.generation != generation || st.conn.is_some();
         let mut delayed_will = None;
         match will {
             Some(will) if will_delay == 0 || session_ends_now => {
                 let mut scratch = RouteScratch::default();
                 drop(self.publish_durable(&will, &mut scratch, None));
-                self.commit_will_record(cell, &cell.state.lock(), delete_record());
+                let st = cell.state.lock();
+                if !resumed(&st) {
+                    self.commit_will_record(cell, &st, delete_record());
+                }
             }
             Some(will) => {
                 let delay = Duration::from_secs(u64::from(will_delay));
                 let publish_at = persist::now_millis().saturating_add(delay.as_millis() as u64);
                 let mut st = cell.state.lock();
-                if st.conn.is_some() {
+                if resumed(&st) {
                     // A newer connection resumed the session already: within the delay,
                     // so the will is not sent [MQTT-3.1.3-9]; the record is that one's.
                 } else if !self.is_current(cell) {
@@ -610,7 +623,10 @@ impl BrokerInner {
                 }
             }
             None if will_stored => {
-                self.commit_will_record(cell, &cell.state.lock(), delete_record());
+                let st = cell.state.lock();
+                if !resumed(&st) {
+                    self.commit_will_record(cell, &st, delete_record());
+                }
             }
             None => {}
         }
@@ -647,9 +663,17 @@ impl BrokerInner {
                     if let Some(will) = will {
                         let mut scratch = RouteScratch::default();
                         drop(broker.publish_durable(&will, &mut scratch, None));
-                        broker.commit_detached(vec![Op::DeleteWill {
-                            client: cell.client_id.clone(),
-                        }]);
+                        // Under the lock, unless a reconnect wrote its own record since.
+                        let st = cell.state.lock();
+                        if st.generation == generation {
+                            broker.commit_will_record(
+                                &cell,
+                                &st,
+                                Op::DeleteWill {
+                                    client: cell.client_id.clone(),
+                                },
+                            );
+                        }
                     }
                 });
             }

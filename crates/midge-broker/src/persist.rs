@@ -138,7 +138,10 @@ pub fn recover(
     let read_access = broker.recovered_read_access();
     for rs in recovered.sessions {
         let client = ByteStr::from(rs.client_id.as_str());
-        let (cell, _) = broker.sessions.create(client.clone(), read_access.clone());
+        let (cell, _) =
+            broker
+                .sessions
+                .restore(client.clone(), read_access.clone(), rs.session.first_seq);
         let expiry = rs
             .session
             .expiry_interval
@@ -154,8 +157,8 @@ pub fn recover(
             let mut st = cell.state.lock();
             st.persistent = true;
             st.set_expiry(expiry);
-            st.first_seq = rs.session.first_seq;
             st.next_seq = rs.next_seq.max(rs.session.first_seq).max(1);
+            crate::session::first_seq_above(st.next_seq);
             st.inbound_qos2 = rs.inbound_qos2.iter().copied().collect();
             for (filter, sub) in &rs.subscriptions {
                 let options = sub.subscription_options();

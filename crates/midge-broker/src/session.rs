@@ -321,6 +321,9 @@ pub struct SessionState {
     pub read_access: ReadAccess,
     /// The session outlives its connection and is kept in the store (when there is one).
     pub persistent: bool,
+    /// The session ended (`Broker::discard_session`): nothing is queued for it any more
+    /// and no connection attaches to it.
+    pub discarded: bool,
     /// Next sequence number of the durable queue (starts at `first_seq`).
     pub next_seq: u64,
     /// The first sequence number of this session: above every number an earlier session
@@ -445,18 +448,29 @@ impl ConnLink {
 /// Sequence numbers per millisecond of wall-clock time set aside for a session.
 const SEQ_PER_MS: u64 = 1 << 20;
 
+/// The last first sequence number given out (or raised to by [`first_seq_above`]).
+static LAST_FIRST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every first sequence number given out from now on greater than `seq` (the
+/// numbers of the sessions restored at start-up: a start soon after a run that gave out
+/// numbers ahead of the clock, or after the clock stepped back, still numbers new
+/// sessions above them).
+pub fn first_seq_above(seq: u64) {
+    LAST_FIRST_SEQ.fetch_max(seq, Ordering::Relaxed);
+}
+
 /// The first queue sequence number of a new session: `SEQ_PER_MS` times the wall-clock
 /// milliseconds, and at least `SEQ_PER_MS` above the last one given. A session started
 /// earlier gave out fewer numbers than that since it started (it would need over a
 /// million messages per millisecond), so every number of an earlier session of the same
 /// client ID lies below this one (fits in a `u64` until the year 2500).
 fn first_seq() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
     let now = crate::persist::now_millis().saturating_mul(SEQ_PER_MS);
-    let mut last = LAST.load(Ordering::Relaxed);
+    let mut last = LAST_FIRST_SEQ.load(Ordering::Relaxed);
     loop {
         let next = now.max(last.saturating_add(SEQ_PER_MS));
-        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+        match LAST_FIRST_SEQ.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+        {
             Ok(_) => return next,
             Err(seen) => last = seen,
         }
@@ -464,24 +478,33 @@ fn first_seq() -> u64 {
 }
 
 impl SessionCell {
+    /// A new session, numbering its queue from a fresh [`first_seq`].
     pub fn new(
         id: SessionId,
         client_id: ByteStr,
         env: Arc<SessionEnv>,
         acl: Option<Arc<dyn Authorizer>>,
     ) -> Self {
+        Self::numbered_from(id, client_id, env, acl, first_seq())
+    }
+
+    /// A session whose queue is numbered from `first` (one restored from the store).
+    pub fn numbered_from(
+        id: SessionId,
+        client_id: ByteStr,
+        env: Arc<SessionEnv>,
+        acl: Option<Arc<dyn Authorizer>>,
+        first: u64,
+    ) -> Self {
         SessionCell {
             env,
             id,
             client_id,
-            state: Mutex::new({
-                let first = first_seq();
-                SessionState {
-                    read_access: ReadAccess(acl),
-                    next_seq: first,
-                    first_seq: first,
-                    ..SessionState::default()
-                }
+            state: Mutex::new(SessionState {
+                read_access: ReadAccess(acl),
+                next_seq: first,
+                first_seq: first,
+                ..SessionState::default()
             }),
             notify: Notify::new(),
         }
@@ -539,6 +562,10 @@ impl SessionCell {
         let mut status = Delivery::Queued;
         {
             let mut st = self.state.lock();
+            if st.discarded {
+                // Matched just before the session ended: it takes nothing more.
+                return Delivery::Dropped;
+            }
             online = st.conn.is_some();
             if !online && qos == QoS::AtMostOnce && !self.env.limits.queue_qos0_offline {
                 return Delivery::Dropped;
@@ -798,14 +825,22 @@ impl Sessions {
         self.map.lock().get(client_id).map(|r| r.0.clone())
     }
 
-    /// Makes a new session for `client_id`, replacing any in the registry, and returns the
-    /// one it replaced.
-    pub fn create(
+    /// Puts a session restored from the store, its queue numbered from `first_seq`, in
+    /// the registry (replacing any), and returns the one it replaced.
+    pub fn restore(
         &self,
         client_id: ByteStr,
         acl: Option<Arc<dyn Authorizer>>,
+        first_seq: u64,
     ) -> (Arc<SessionCell>, Option<Arc<SessionCell>>) {
-        let cell = self.new_cell(client_id, acl);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let cell = Arc::new(SessionCell::numbered_from(
+            id,
+            client_id,
+            self.env.clone(),
+            acl,
+            first_seq,
+        ));
         let old = self.map.lock().replace(Registered(cell.clone()));
         (cell, old.map(|r| r.0))
     }
@@ -978,6 +1013,45 @@ mod tests {
         let (a, b) = (first.state.lock(), later.state.lock());
         assert!(b.first_seq > a.next_seq, "{} {}", b.first_seq, a.next_seq);
         assert_eq!(b.next_seq, b.first_seq);
+    }
+
+    #[test]
+    fn a_session_numbers_above_what_restored_sessions_gave_out() {
+        let ahead = crate::persist::now_millis().saturating_add(60_000) * SEQ_PER_MS;
+        first_seq_above(ahead);
+        assert!(cell().state.lock().first_seq > ahead);
+    }
+
+    /// A publisher that matched a session just before it ended gets nothing queued, and
+    /// no sequence number is taken (the successor numbers above the last one given).
+    #[test]
+    fn an_ended_session_takes_no_more_messages() {
+        let c = cell();
+        let next = {
+            let mut st = c.state.lock();
+            st.persistent = true;
+            st.discarded = true;
+            st.next_seq
+        };
+        let msg = Arc::new(Message {
+            topic: ByteStr::from("t"),
+            payload: bytes::Bytes::from_static(b"abc"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            origin: 0,
+            gate: None,
+        });
+        let mut durable = Vec::new();
+        let got = c.enqueue(&msg, QoS::AtLeastOnce, false, SubIds::new(), &mut durable);
+        assert!(matches!(got, Delivery::Dropped));
+        assert!(durable.is_empty());
+        let st = c.state.lock();
+        assert_eq!(
+            (st.next_seq, st.queue.len(), st.backlog.count),
+            (next, 0, 0)
+        );
     }
 
     #[test]

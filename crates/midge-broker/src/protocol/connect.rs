@@ -288,6 +288,13 @@ impl Conn {
                 }
             }
             let existing = self.broker.sessions.get(&self.client_id);
+            if existing.as_ref().is_some_and(|c| c.state.lock().discarded) {
+                // Ending (expiry, or a Clean Start of another connection): it leaves the
+                // registry once its deletion is committed; a session made before that
+                // would have its records wiped by it.
+                tokio::task::yield_now().await;
+                continue;
+            }
             let had_session = existing.is_some();
             let (cell, present) = match existing {
                 Some(cell) if !clean_start => (cell, true),
@@ -303,6 +310,12 @@ impl Conn {
                     };
                     if let Some(old) = other {
                         self.broker.discard_session(&old);
+                        // Numbered above everything the old one gave out (it gives out
+                        // nothing more): a late commit of its messages is told apart.
+                        let old_next = old.state.lock().next_seq;
+                        let mut st = cell.state.lock();
+                        st.first_seq = st.first_seq.max(old_next);
+                        st.next_seq = st.next_seq.max(old_next);
                     }
                     (cell, false)
                 }
