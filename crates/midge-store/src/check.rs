@@ -18,7 +18,7 @@ use crate::key::{self, Table};
 use crate::record::{self, InflightRecord, MessageRecord, QueueEntry, SessionRecord, Stage};
 use crate::record::{SubscriptionRecord, WillRecord};
 use crate::store::{aside_path, FORMAT_KEY, STORE_FORMAT};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -256,25 +256,36 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
         Ok(None) => report.problem(Table::Meta, FORMAT_KEY, "format marker missing"),
         Err(e) => report.engine_problem("meta", e.to_string()),
     }
-    let mut sessions = HashSet::new();
+    // Client -> the session's first queue sequence number.
+    let mut sessions = HashMap::new();
     scan_table(engine, Table::Sessions, report, |k, v, r| {
         if let Err(what) = key::utf8(k) {
             r.problem(Table::Sessions, k, what);
         }
         match SessionRecord::decode(v) {
-            Ok(_) => {
-                sessions.insert(k.to_vec());
+            Ok(s) => {
+                sessions.insert(k.to_vec(), s.first_seq);
             }
             Err(what) => r.problem(Table::Sessions, k, what),
         }
     });
     let owned = |k: &[u8], r: &mut Report| match key::split_client(k) {
         Ok((c, _)) => {
-            if !sessions.contains(c.as_bytes()) {
+            if !sessions.contains_key(c.as_bytes()) {
                 r.strays += 1;
             }
         }
         Err(what) => r.problem(Table::Sessions, k, what),
+    };
+    // A queue entry or in-flight marker below its session's first number is an earlier
+    // session's (the load removes it).
+    let owned_at = |table: Table, k: &[u8], r: &mut Report| match key::split_client_seq(k) {
+        Ok((c, seq)) => {
+            if sessions.get(c.as_bytes()).is_none_or(|first| seq < *first) {
+                r.strays += 1;
+            }
+        }
+        Err(what) => r.problem(table, k, what),
     };
     scan_table(engine, Table::Subscriptions, report, |k, v, r| {
         owned(k, r);
@@ -297,10 +308,7 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
     let mut referenced = HashSet::new();
     let mut queued = HashSet::new();
     scan_table(engine, Table::Queue, report, |k, v, r| {
-        owned(k, r);
-        if let Err(what) = key::split_client_seq(k) {
-            r.problem(Table::Queue, k, what);
-        }
+        owned_at(Table::Queue, k, r);
         let entry = QueueEntry::decode(v).map_err(|what| r.problem(Table::Queue, k, what));
         if let Ok(e) = entry {
             queued.insert(k.to_vec());
@@ -319,7 +327,7 @@ fn check_engine<E: Engine>(engine: &E, report: &mut Report) {
     });
     report.orphan_messages = messages.difference(&referenced).count() as u64;
     scan_table(engine, Table::Inflight, report, |k, v, r| {
-        owned(k, r);
+        owned_at(Table::Inflight, k, r);
         if let Some(i) = decoded::<InflightRecord>(Table::Inflight, k, v, r) {
             if i.stage != Stage::AwaitPubComp && !queued.contains(k) {
                 r.problem(
@@ -497,15 +505,23 @@ fn salvage<E: Engine, F: Engine>(
         to: fresh,
         batch: Vec::new(),
     };
-    let mut sessions = HashSet::new();
+    let mut sessions = HashMap::new();
     copy_table(old, Table::Sessions, report, &mut out, |k, v| {
-        let ok = key::utf8(k).is_ok() && SessionRecord::decode(v).is_ok();
-        if ok {
-            sessions.insert(k.to_vec());
+        match (key::utf8(k), SessionRecord::decode(v)) {
+            (Ok(_), Ok(s)) => {
+                sessions.insert(k.to_vec(), s.first_seq);
+                true
+            }
+            _ => false,
         }
-        ok
     })?;
-    let owned = |k: &[u8]| key::split_client(k).is_ok_and(|(c, _)| sessions.contains(c.as_bytes()));
+    let owned =
+        |k: &[u8]| key::split_client(k).is_ok_and(|(c, _)| sessions.contains_key(c.as_bytes()));
+    // Entries below their session's first number are an earlier session's: left behind.
+    let owned_at = |k: &[u8]| {
+        key::split_client_seq(k)
+            .is_ok_and(|(c, seq)| sessions.get(c.as_bytes()).is_some_and(|f| seq >= *f))
+    };
     copy_table(old, Table::Subscriptions, report, &mut out, |k, v| {
         owned(k) && record::decode::<SubscriptionRecord>(v).is_ok()
     })?;
@@ -518,8 +534,7 @@ fn salvage<E: Engine, F: Engine>(
     let mut referenced = HashSet::new();
     let mut queued = HashSet::new();
     copy_table(old, Table::Queue, report, &mut out, |k, v| {
-        let ok = owned(k)
-            && key::split_client_seq(k).is_ok()
+        let ok = owned_at(k)
             && QueueEntry::decode(v).is_ok_and(|e| {
                 let ok = readable.contains(&e.message_id);
                 if ok {
@@ -536,7 +551,7 @@ fn salvage<E: Engine, F: Engine>(
         key::split_message(k).is_ok_and(|id| referenced.contains(&id))
     })?;
     copy_table(old, Table::Inflight, report, &mut out, |k, v| {
-        owned(k)
+        owned_at(k)
             && record::decode::<InflightRecord>(v)
                 .is_ok_and(|i| i.stage == Stage::AwaitPubComp || queued.contains(k))
     })?;

@@ -436,6 +436,37 @@ fn entries_below_a_sessions_first_sequence_number_are_an_earlier_sessions() {
     }
 }
 
+/// `check` counts those entries as strays and `repair` leaves them behind.
+#[test]
+fn check_and_repair_treat_entries_below_first_seq_as_strays() {
+    let tmp = tempfile::tempdir().expect("dir");
+    let dir = tmp.path().join("data");
+    {
+        let store = midge_store::DiskStore::open(&dir, Default::default()).expect("open");
+        let mut record = session(Some(3600), None);
+        record.first_seq = 1_000;
+        let ops = vec![
+            Op::PutSession {
+                client: "c".into(),
+                session: record,
+            },
+            enqueue(&store, message("t", b"old", None), &[("c", 7)]),
+            enqueue(&store, message("t", b"new", None), &[("c", 1_000)]),
+        ];
+        store.commit_blocking(ops).expect("commit");
+        store.close();
+    }
+    let report = check(&dir);
+    assert!(report.is_healthy(), "{report}");
+    assert_eq!(report.strays, 1, "{report}");
+    let done = midge_store::repair(&dir).expect("repair");
+    let store = midge_store::DiskStore::open(&dir, Default::default()).expect("open");
+    let r = store.load(now()).expect("load");
+    assert_eq!(r.dropped.strays, 0, "{done}");
+    let q = store.read_queue("c", 0, 10).expect("read");
+    assert_eq!(q.iter().map(|m| m.seq).collect::<Vec<_>>(), [1_000]);
+}
+
 #[test]
 fn delete_session_releases_its_queue_but_not_shared_bodies() {
     for f in Fixture::both() {
