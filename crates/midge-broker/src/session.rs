@@ -1015,6 +1015,20 @@ mod tests {
         assert_eq!(b.next_seq, b.first_seq);
     }
 
+    /// A QoS 1 message on `t` with a 3-byte payload.
+    fn qos1_message() -> Arc<Message> {
+        Arc::new(Message {
+            topic: ByteStr::from("t"),
+            payload: bytes::Bytes::from_static(b"abc"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+            origin: 0,
+            gate: None,
+        })
+    }
+
     #[test]
     fn a_session_numbers_above_what_restored_sessions_gave_out() {
         let ahead = crate::persist::now_millis().saturating_add(60_000) * SEQ_PER_MS;
@@ -1033,16 +1047,7 @@ mod tests {
             st.discarded = true;
             st.next_seq
         };
-        let msg = Arc::new(Message {
-            topic: ByteStr::from("t"),
-            payload: bytes::Bytes::from_static(b"abc"),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: Default::default(),
-            expires_at: None,
-            origin: 0,
-            gate: None,
-        });
+        let msg = qos1_message();
         let mut durable = Vec::new();
         let got = c.enqueue(&msg, QoS::AtLeastOnce, false, SubIds::new(), &mut durable);
         assert!(matches!(got, Delivery::Dropped));
@@ -1058,16 +1063,7 @@ mod tests {
     fn offline_session_queues_stored_messages_in_the_store_only() {
         let c = cell();
         c.state.lock().persistent = true;
-        let msg = Arc::new(Message {
-            topic: ByteStr::from("t"),
-            payload: bytes::Bytes::from_static(b"abc"),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: Default::default(),
-            expires_at: None,
-            origin: 0,
-            gate: None,
-        });
+        let msg = qos1_message();
         let mut durable = Vec::new();
         for _ in 0..3 {
             c.enqueue(&msg, QoS::AtLeastOnce, false, SubIds::new(), &mut durable);

@@ -387,6 +387,16 @@ fn one_body_for_many_subscribers_on_disk() {
     assert_eq!(bodies_on_disk(f), (1, 0));
 }
 
+/// A persistent session of `client` whose queue is numbered from `first_seq`.
+fn session_numbered_from(client: &str, first_seq: u64) -> Op {
+    let mut record = session(Some(3600), None);
+    record.first_seq = first_seq;
+    Op::PutSession {
+        client: client.into(),
+        session: record,
+    }
+}
+
 /// A publisher that routed to a session just before the session ended (a client
 /// reconnecting with Clean Start, or its expiry) may commit its queue entry after the
 /// session's deletion, under the client ID that a new session now has. The new session
@@ -397,13 +407,8 @@ fn entries_below_a_sessions_first_sequence_number_are_an_earlier_sessions() {
     for f in Fixture::both() {
         let old = message("t", b"old session", None);
         let new = message("t", b"new session", None);
-        let mut record = session(Some(3600), None);
-        record.first_seq = 1_000;
         let ops = vec![
-            Op::PutSession {
-                client: "c".into(),
-                session: record,
-            },
+            session_numbered_from("c", 1_000),
             enqueue(f.store(), old.clone(), &[("c", 7)]),
             enqueue(f.store(), old, &[("c", 8)]),
             Op::SetInflight {
@@ -443,13 +448,8 @@ fn check_and_repair_treat_entries_below_first_seq_as_strays() {
     let dir = tmp.path().join("data");
     {
         let store = midge_store::DiskStore::open(&dir, Default::default()).expect("open");
-        let mut record = session(Some(3600), None);
-        record.first_seq = 1_000;
         let ops = vec![
-            Op::PutSession {
-                client: "c".into(),
-                session: record,
-            },
+            session_numbered_from("c", 1_000),
             enqueue(&store, message("t", b"old", None), &[("c", 7)]),
             enqueue(&store, message("t", b"new", None), &[("c", 1_000)]),
         ];
