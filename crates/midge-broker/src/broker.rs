@@ -531,13 +531,19 @@ impl BrokerInner {
             .is_some_and(|current| Arc::ptr_eq(&current, cell))
     }
 
-    /// Commits `op` on the will record of `cell`'s client if the record is still the
-    /// detaching connection's: `cell` is its client's session and no newer connection
-    /// attached to it (one that did wrote its own record at CONNECT). Called under the
-    /// session lock (`st`), as the attach writes its record, so the store gets the two in
-    /// the order the lock gave them.
-    fn commit_will_record(&self, cell: &Arc<SessionCell>, st: &SessionState, op: Op) {
-        if st.conn.is_none() && self.is_current(cell) {
+    /// Commits `op` on the will record of `cell`'s client if the record is still the one
+    /// the session had at `generation`: `cell` is its client's session and no newer
+    /// connection attached to it since (one that did wrote its own record at CONNECT).
+    /// Called under the session lock (`st`), as the attach writes its record, so the
+    /// store gets the two in the order the lock gave them.
+    fn commit_will_record(
+        &self,
+        cell: &Arc<SessionCell>,
+        st: &SessionState,
+        generation: u64,
+        op: Op,
+    ) {
+        if st.generation == generation && st.conn.is_none() && self.is_current(cell) {
             self.commit_detached(vec![op]);
         }
     }
@@ -583,23 +589,19 @@ impl BrokerInner {
         let delete_record = || Op::DeleteWill {
             client: cell.client_id.clone(),
         };
-        // A newer connection resumed the session since (and maybe left it again).
-        let resumed = |st: &SessionState| st.generation != generation || st.conn.is_some();
         let mut delayed_will = None;
         match will {
             Some(will) if will_delay == 0 || session_ends_now => {
                 let mut scratch = RouteScratch::default();
                 drop(self.publish_durable(&will, &mut scratch, None));
-                let st = cell.state.lock();
-                if !resumed(&st) {
-                    self.commit_will_record(cell, &st, delete_record());
-                }
+                self.commit_will_record(cell, &cell.state.lock(), generation, delete_record());
             }
             Some(will) => {
                 let delay = Duration::from_secs(u64::from(will_delay));
                 let publish_at = persist::now_millis().saturating_add(delay.as_millis() as u64);
                 let mut st = cell.state.lock();
-                if resumed(&st) {
+                // A newer connection resumed the session since (and maybe left it again).
+                if st.generation != generation || st.conn.is_some() {
                     // A newer connection resumed the session already: within the delay,
                     // so the will is not sent [MQTT-3.1.3-9]; the record is that one's.
                 } else if !self.is_current(cell) {
@@ -617,16 +619,13 @@ impl BrokerInner {
                             while_connected: None,
                         },
                     };
-                    self.commit_will_record(cell, &st, record);
+                    self.commit_will_record(cell, &st, generation, record);
                     st.pending_will = Some(will);
                     delayed_will = Some(delay);
                 }
             }
             None if will_stored => {
-                let st = cell.state.lock();
-                if !resumed(&st) {
-                    self.commit_will_record(cell, &st, delete_record());
-                }
+                self.commit_will_record(cell, &cell.state.lock(), generation, delete_record());
             }
             None => {}
         }
@@ -664,16 +663,14 @@ impl BrokerInner {
                         let mut scratch = RouteScratch::default();
                         drop(broker.publish_durable(&will, &mut scratch, None));
                         // Under the lock, unless a reconnect wrote its own record since.
-                        let st = cell.state.lock();
-                        if st.generation == generation {
-                            broker.commit_will_record(
-                                &cell,
-                                &st,
-                                Op::DeleteWill {
-                                    client: cell.client_id.clone(),
-                                },
-                            );
-                        }
+                        broker.commit_will_record(
+                            &cell,
+                            &cell.state.lock(),
+                            generation,
+                            Op::DeleteWill {
+                                client: cell.client_id.clone(),
+                            },
+                        );
                     }
                 });
             }
