@@ -103,10 +103,25 @@ pub struct Config {
     /// In-flight QoS 1/2 messages per client towards the client (0 = no limit, capped at
     /// 65535). Also the Receive Maximum the broker advertises to 5.0 clients.
     pub max_inflight_messages: u16,
-    /// Messages queued per client beyond the in-flight window (0 = no limit).
+    /// Messages queued per client beyond the in-flight window, online or offline, QoS 0
+    /// included for a connected client (0 = no limit). Past it, messages for that client
+    /// alone are dropped and counted.
     pub max_queued_messages: usize,
-    /// Bytes queued per client (0 = no limit).
+    /// Payload bytes queued per client (0 = no limit); as `max_queued_messages`.
     pub max_queued_bytes: usize,
+    /// A connected subscriber whose queue stays at its limit, or whose socket accepts
+    /// nothing while the broker has bytes for it, this long without a break is
+    /// disconnected (5.0: DISCONNECT 0x97 Quota exceeded). Zero: never.
+    pub slow_consumer_timeout: Duration,
+    /// Opt-in publisher back-pressure: a publisher whose message went to a subscriber
+    /// past its queue limit is held (its acknowledgement, or for QoS 0 its reads) until
+    /// the subscriber has room. Off by default: no publisher ever waits on another client.
+    pub publisher_backpressure: bool,
+    /// With `publisher_backpressure`, the most a congested subscriber may hold
+    /// publishers in total per second; past it, it holds nobody until it drains.
+    pub publisher_backpressure_max: Duration,
+    /// SIGTERM/SIGINT end the process within this time, whatever clients or the store do.
+    pub shutdown_timeout: Duration,
     /// Whether QoS 0 messages are queued for offline persistent sessions.
     pub queue_qos0_messages: bool,
     /// Largest PUBLISH payload accepted, in bytes (0 = no limit beyond the protocol's).
@@ -208,6 +223,10 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
+            slow_consumer_timeout: Duration::from_secs(60),
+            publisher_backpressure: false,
+            publisher_backpressure_max: Duration::from_millis(100),
+            shutdown_timeout: Duration::from_secs(5),
             queue_qos0_messages: false,
             message_size_limit: 0,
             max_packet_size: 0,

@@ -309,6 +309,26 @@ impl Parser {
                 let v = self.number(key, rest, at, 0, i64::MAX);
                 set(&mut self.config.max_queued_bytes, v)
             }
+            // Midge's own keys, in both syntaxes (docs/configuration.md).
+            "slow_consumer_timeout" => {
+                if let Some(v) = self.number::<u64>(key, rest, at, 0, 86_400) {
+                    self.config.slow_consumer_timeout = Duration::from_secs(v);
+                }
+            }
+            "publisher_backpressure" => {
+                let v = self.boolean(key, rest, at);
+                set(&mut self.config.publisher_backpressure, v)
+            }
+            "publisher_backpressure_max_ms" => {
+                if let Some(v) = self.number::<u64>(key, rest, at, 1, 1000) {
+                    self.config.publisher_backpressure_max = Duration::from_millis(v);
+                }
+            }
+            "shutdown_timeout" => {
+                if let Some(v) = self.number::<u64>(key, rest, at, 1, 3600) {
+                    self.config.shutdown_timeout = Duration::from_secs(v);
+                }
+            }
             "message_size_limit" => {
                 let v = self.number(key, rest, at, 0, MAX_PAYLOAD);
                 set(&mut self.config.message_size_limit, v)

@@ -24,6 +24,10 @@ struct File {
     max_queued_messages: Option<Spanned<i64>>,
     max_queued_bytes: Option<Spanned<i64>>,
     queue_qos0_messages: Option<bool>,
+    slow_consumer_timeout: Option<Spanned<i64>>,
+    publisher_backpressure: Option<bool>,
+    publisher_backpressure_max_ms: Option<Spanned<i64>>,
+    shutdown_timeout: Option<Spanned<i64>>,
     message_size_limit: Option<Spanned<i64>>,
     max_packet_size: Option<Spanned<i64>>,
     sys_interval: Option<Spanned<i64>>,
@@ -230,6 +234,30 @@ impl Reader<'_> {
             queue_qos0_messages: file
                 .queue_qos0_messages
                 .unwrap_or(default.queue_qos0_messages),
+            slow_consumer_timeout: Duration::from_secs(self.int(
+                &file.slow_consumer_timeout,
+                "slow_consumer_timeout",
+                0,
+                86_400,
+                default.slow_consumer_timeout.as_secs(),
+            )),
+            publisher_backpressure: file
+                .publisher_backpressure
+                .unwrap_or(default.publisher_backpressure),
+            publisher_backpressure_max: Duration::from_millis(self.int(
+                &file.publisher_backpressure_max_ms,
+                "publisher_backpressure_max_ms",
+                1,
+                1000,
+                u64::try_from(default.publisher_backpressure_max.as_millis()).unwrap_or(100),
+            )),
+            shutdown_timeout: Duration::from_secs(self.int(
+                &file.shutdown_timeout,
+                "shutdown_timeout",
+                1,
+                3600,
+                default.shutdown_timeout.as_secs(),
+            )),
             message_size_limit: self.int(
                 &file.message_size_limit,
                 "message_size_limit",
