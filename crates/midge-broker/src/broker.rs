@@ -196,6 +196,13 @@ impl BrokerInner {
             max_messages: config.max_queued_messages,
             max_bytes: config.max_queued_bytes,
             queue_qos0_offline: config.queue_qos0_messages,
+            backpressure_ms: if config.publisher_backpressure {
+                u32::try_from(config.publisher_backpressure_max.as_millis())
+                    .unwrap_or(u32::MAX)
+                    .max(1)
+            } else {
+                0
+            },
         };
         let env = crate::session::SessionEnv {
             parking: parking.clone(),
@@ -465,7 +472,7 @@ impl BrokerInner {
             st.unsent_resends = 0;
             (
                 std::mem::take(&mut st.subscriptions),
-                st.pending_will.take(),
+                st.take_pending_will(),
             )
         };
         for filter in subs.keys() {
@@ -620,7 +627,7 @@ impl BrokerInner {
                         },
                     };
                     self.commit_will_record(cell, &st, generation, record);
-                    st.pending_will = Some(will);
+                    st.set_pending_will(will);
                     delayed_will = Some(delay);
                 }
             }
@@ -657,7 +664,7 @@ impl BrokerInner {
                         if st.generation != generation {
                             return;
                         }
-                        st.pending_will.take()
+                        st.take_pending_will()
                     };
                     if let Some(will) = will {
                         let mut scratch = RouteScratch::default();

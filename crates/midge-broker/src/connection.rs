@@ -103,6 +103,9 @@ pub(crate) enum Close {
     Kicked(ReasonCode),
     /// Keep-alive expired: will goes.
     KeepAliveTimeout,
+    /// A subscriber that did not keep up for `slow_consumer_timeout` (slow_consumer.rs):
+    /// DISCONNECT 0x97 Quota exceeded; will goes.
+    SlowConsumer,
     /// The broker is shutting down: DISCONNECT 0x8B.
     Shutdown,
     /// CONNECT was refused; CONNACK already written.
@@ -116,6 +119,8 @@ pub(crate) enum Close {
 pub(crate) struct HeldAck {
     pub packet: Packet,
     pub waiting: Vec<Arc<dyn DeliveryTarget>>,
+    /// When the wait for `waiting` began (charged to them: `DeliveryTarget::charge_hold`).
+    pub since: Instant,
     pub deadline: Instant,
     /// The store commit that must be durable first.
     pub ticket: Option<midge_store::CommitTicket>,
@@ -129,8 +134,33 @@ pub(crate) struct RetainedAfter {
     pub sub_id: Option<u32>,
 }
 
-/// Congested subscribers a QoS 0 publisher waits for, and until when.
-pub(crate) type ReadPause = (Vec<Arc<dyn DeliveryTarget>>, Instant);
+/// Congested subscribers a QoS 0 publisher waits for, since when, and until when.
+pub(crate) struct ReadPause {
+    pub waiting: Vec<Arc<dyn DeliveryTarget>>,
+    pub since: Instant,
+    pub deadline: Instant,
+}
+
+/// Drops the targets of a publisher's wait that have room again (or all of them once
+/// `deadline` has passed), charging each the time it held the publisher. True when the
+/// wait is over.
+pub(crate) fn end_wait(
+    waiting: &mut Vec<Arc<dyn DeliveryTarget>>,
+    since: Instant,
+    deadline: Instant,
+    now: Instant,
+) -> bool {
+    let held = now.saturating_duration_since(since);
+    let timed_out = deadline <= now;
+    waiting.retain(|t| {
+        let done = timed_out || t.has_room();
+        if done {
+            t.charge_hold(held);
+        }
+        !done
+    });
+    waiting.is_empty()
+}
 
 /// What a parked connection keeps of its [`Conn`] (see [`Conn::park`]): about 30 bytes,
 /// plus a box for the rare parts when it has any.
@@ -217,8 +247,10 @@ pub(crate) struct Conn {
     /// A store write failed: nothing more can be acknowledged safely.
     pub store_failed: bool,
     /// Congested subscribers of this QoS 0 publisher, and until when to wait for them:
-    /// the connection is not read meanwhile. Boxed: rare.
+    /// the connection is not read meanwhile (publisher back-pressure only). Boxed: rare.
     pub read_pause: Option<Box<ReadPause>>,
+    /// Since when this subscriber has not kept up (slow_consumer.rs). Boxed: rare.
+    pub stall: Option<Box<crate::slow_consumer::Stall>>,
     /// MQTT 5 enhanced authentication (protocol/auth.rs).
     pub enhanced: EnhancedAuth,
 }
@@ -265,6 +297,7 @@ impl Conn {
             throttle_until: None,
             store_failed: false,
             read_pause: None,
+            stall: None,
             enhanced: EnhancedAuth::Unused,
         }
     }
@@ -457,6 +490,7 @@ impl Conn {
             Close::TakenOver(_) => Some(ReasonCode::SESSION_TAKEN_OVER),
             Close::Kicked(rc) => Some(*rc),
             Close::KeepAliveTimeout => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Close::SlowConsumer => Some(ReasonCode::QUOTA_EXCEEDED),
             Close::Shutdown => Some(ReasonCode::SERVER_SHUTTING_DOWN),
             Close::ClientDisconnect | Close::PeerGone | Close::Refused | Close::Park => None,
         }
@@ -689,11 +723,17 @@ where
             return Close::Violation(ReasonCode::UNSPECIFIED_ERROR, "store write failed".into());
         }
         if let Some(pause) = &mut conn.read_pause {
-            let (targets, deadline) = &mut **pause;
-            targets.retain(|t| !t.has_room());
-            if targets.is_empty() || *deadline <= Instant::now() {
+            let ReadPause {
+                waiting,
+                since,
+                deadline,
+            } = &mut **pause;
+            if end_wait(waiting, *since, *deadline, Instant::now()) {
                 conn.read_pause = None;
             }
+        }
+        if conn.wbuf.len() >= WRITE_HIGH_WATER {
+            conn.note_unwritten();
         }
         if conn.wbuf.is_empty() && conn.wbuf.capacity() > 0 {
             // Nothing to write: give the buffer back.
@@ -702,8 +742,8 @@ where
             conn.wbuf_last = conn.wbuf.len().min(WRITE_HIGH_WATER) as u32;
         }
         let held = conn.held_ack_wait().or_else(|| {
-            let (targets, deadline) = &**conn.read_pause.as_ref()?;
-            Some((targets.first()?.clone(), *deadline))
+            let pause = conn.read_pause.as_ref()?;
+            Some((pause.waiting.first()?.clone(), pause.deadline))
         });
         let ticket = conn.held_acks.front_mut().and_then(|h| h.ticket.as_mut());
         // Waiting for a commit or for a congested subscriber's room is rare; its state is
@@ -742,12 +782,18 @@ where
         });
         let notified = cell.notify.notified();
         let read = std::future::poll_fn(|cx| poll_read_into(reader, rbuf, cx));
+        let stall = &mut conn.stall;
+        let stalled = std::future::poll_fn(|cx| match stall.as_deref_mut() {
+            Some(s) => s.poll_timer(cx),
+            None => Poll::Pending,
+        });
         tokio::select! {
             biased;
             r = writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match r {
                 Ok(0) | Err(_) => return Close::PeerGone,
                 Ok(n) => {
                     conn.broker.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                    conn.note_written();
                     if conn.wbuf.is_empty() {
                         let _ = writer.flush().await;
                     }
@@ -777,6 +823,11 @@ where
                 }
             }
             () = throttled => conn.throttle_until = None,
+            () = stalled => {
+                if let Some(close) = conn.stall_fired() {
+                    return close;
+                }
+            }
         }
     }
 }
@@ -852,6 +903,7 @@ pub(crate) async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut 
             | Close::TakenOver(_)
             | Close::Kicked(_)
             | Close::KeepAliveTimeout
+            | Close::SlowConsumer
     );
     if let Some(cell) = conn.session.take() {
         // The will's Message Expiry Interval starts when it is published, after its delay.

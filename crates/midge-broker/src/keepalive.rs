@@ -267,6 +267,7 @@ mod tests {
             max_messages: 0,
             max_bytes: 0,
             queue_qos0_offline: false,
+            backpressure_ms: 0,
         };
         let env = SessionEnv::new(limits, Arc::new(Stats::default()), false);
         let cell = Arc::new(SessionCell::new(1, "c".into(), Arc::new(env), None));

@@ -14,6 +14,7 @@ mod protocol;
 pub mod retained;
 pub mod router;
 pub mod session;
+mod slow_consumer;
 pub mod sys;
 pub mod tls;
 

@@ -243,7 +243,9 @@ pub fn recover(
         }
         let mut will_delay = None;
         if let Some(w) = wills.remove(&rs.client_id) {
-            cell.state.lock().pending_will = Some(message_from_record(&w.message, cell.id));
+            cell.state
+                .lock()
+                .set_pending_will(message_from_record(&w.message, cell.id));
             will_delay = Some(std::time::Duration::from_millis(
                 w.publish_at.saturating_sub(now_ms),
             ));

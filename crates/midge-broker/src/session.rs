@@ -13,7 +13,7 @@
 
 use crate::auth::{Authorizer, ClientInfo};
 use crate::message::{Message, SessionId};
-use crate::router::{Delivery, DeliveryTarget, SubIds};
+use crate::router::{Availability, Delivery, DeliveryTarget, SubIds};
 use crate::sys::Stats;
 use midge_proto::{ByteStr, QoS, ReasonCode, SubscriptionOptions};
 use parking_lot::Mutex;
@@ -153,6 +153,10 @@ pub struct QueueLimits {
     /// 0 = no limit.
     pub max_bytes: usize,
     pub queue_qos0_offline: bool,
+    /// Publisher back-pressure (`publisher_backpressure`): the most, in milliseconds, a
+    /// congested subscriber may hold publishers per second; 0 = off (messages past the
+    /// limit are dropped for that subscriber alone).
+    pub backpressure_ms: u32,
 }
 
 /// How many messages a connection pages in from the store at a time; a new page is read
@@ -189,6 +193,8 @@ pub struct QueueSizes {
     pub bytes: usize,
     /// Outgoing messages waiting for their acknowledgement (in memory).
     pub inflight: usize,
+    /// Messages dropped for this session because its queue was full.
+    pub dropped: u64,
 }
 
 /// What a page read from the store came to (see [`SessionCell::accept_page`]).
@@ -285,6 +291,66 @@ impl std::hash::BuildHasher for ProcessKeys {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Expiry(u64);
 
+/// The parts of a session few sessions need, boxed so that the others carry one pointer
+/// (a session fits jemalloc's 384-byte class; see parking.rs's size test).
+#[derive(Debug, Default)]
+pub struct SessionRare {
+    /// A will waiting for its Will Delay Interval after the connection was lost.
+    pending_will: Option<Arc<Message>>,
+    /// Messages dropped for this session because its queue was full.
+    dropped: u64,
+    /// How long it has held publishers lately (`publisher_backpressure`).
+    hold: HoldBudget,
+}
+
+/// How long a congested subscriber has held publishers in the current one-second window
+/// (`publisher_backpressure`): at most `publisher_backpressure_max` in total. Once spent,
+/// it holds nobody until its queue drains below its limit (and, after that, until the
+/// window ends if it had spent it all).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HoldBudget {
+    /// Start of the current window, in milliseconds of [`clock_ms`] (wrapping).
+    window_start: u32,
+    /// Milliseconds publishers were held in it.
+    spent_ms: u32,
+    /// Spent it all: holds nobody until the queue drains.
+    exhausted: bool,
+}
+
+impl HoldBudget {
+    const WINDOW_MS: u32 = 1000;
+
+    /// How many more milliseconds this subscriber may hold a publisher at `now_ms`.
+    pub fn allowance(&mut self, now_ms: u32, max_ms: u32) -> u32 {
+        if self.exhausted {
+            return 0;
+        }
+        if now_ms.wrapping_sub(self.window_start) >= Self::WINDOW_MS {
+            self.window_start = now_ms;
+            self.spent_ms = 0;
+        }
+        max_ms.saturating_sub(self.spent_ms)
+    }
+
+    /// Records that a publisher was held `ms` milliseconds.
+    pub fn charge(&mut self, ms: u32, max_ms: u32) {
+        self.spent_ms = self.spent_ms.saturating_add(ms);
+        if self.spent_ms >= max_ms {
+            self.exhausted = true;
+        }
+    }
+
+    /// The queue drained below its limit: it may hold publishers again (within the window).
+    pub fn drained(&mut self) {
+        self.exhausted = false;
+    }
+}
+
+/// Milliseconds since the process's clock epoch, wrapping (for [`HoldBudget`]).
+fn clock_ms(at: tokio::time::Instant) -> u32 {
+    at.saturating_duration_since(epoch()).as_millis() as u32
+}
+
 /// Everything a session holds.
 #[derive(Debug, Default)]
 pub struct SessionState {
@@ -306,9 +372,12 @@ pub struct SessionState {
     /// Bumped on every attach and detach; timers started at a detach act only if it is
     /// unchanged when they fire.
     pub generation: u64,
-    /// A will waiting for its Will Delay Interval after the connection was lost.
-    pub pending_will: Option<Arc<Message>>,
-    /// The queue went past its soft limit; publishers wait on `SessionEnv::room`.
+    /// What few sessions need (a will waiting for its delay, the record of a subscriber
+    /// that could not keep up): see [`SessionRare`].
+    rare: Option<Box<SessionRare>>,
+    /// The queue reached its limit and has not been back under it since: messages for
+    /// this session are dropped (or, with publisher back-pressure, publishers wait on
+    /// `SessionEnv::room`).
     pub congested: bool,
     /// A page read of the backlog is under way (one at a time per session). Not in
     /// [`Backlog`]: beside the other flags it takes no room of its own.
@@ -343,6 +412,25 @@ impl SessionState {
             let ms = u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
             ms.saturating_add(1)
         }));
+    }
+
+    /// Takes the will waiting for its delay, if any.
+    pub fn take_pending_will(&mut self) -> Option<Arc<Message>> {
+        self.rare.as_mut()?.pending_will.take()
+    }
+
+    /// Leaves a will to be sent after its delay.
+    pub fn set_pending_will(&mut self, will: Arc<Message>) {
+        self.rare_mut().pending_will = Some(will);
+    }
+
+    /// Messages dropped for this session because its queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.dropped)
+    }
+
+    fn rare_mut(&mut self) -> &mut SessionRare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// The next packet identifier not used by an in-flight message [MQTT-2.2.1-3].
@@ -542,11 +630,16 @@ impl SessionCell {
 
     /// Queues a message, honouring the queue bounds.
     ///
-    /// An offline session's queue stops at `max_queued_messages`. For a connected client a
-    /// message past that soft limit is still queued (up to twice the limit) and reported as
-    /// `Congested`: the publisher then holds back its acknowledgement (QoS 1/2) or stops
-    /// reading (QoS 0) until there is room again, so a fast publisher is paced by a slow
-    /// subscriber instead of having messages dropped.
+    /// A queue at its limit (`max_queued_messages`, `max_queued_bytes`), online or not,
+    /// takes nothing more: the message is dropped for this session alone and counted, so
+    /// no publisher and no other subscriber waits on a subscriber that does not keep up.
+    /// The first drop of a connected client wakes its connection, which starts counting
+    /// towards `slow_consumer_timeout`.
+    ///
+    /// With publisher back-pressure on, a connected client's queue may instead go past
+    /// the limit (up to twice it) while the session has hold budget left: the message is
+    /// queued and reported `Congested`, and the publisher holds back its acknowledgement
+    /// (QoS 1/2) or stops reading (QoS 0) until there is room, or the budget runs out.
     ///
     /// When the session is kept in the store, a QoS 1/2 message gets a queue sequence
     /// number and its store delivery is pushed onto `durable` for the publisher to commit.
@@ -579,15 +672,13 @@ impl SessionCell {
                     return Delivery::Dropped;
                 }
             }
-            let soft_full = self.is_full(&st, msg.payload.len(), 1);
-            if soft_full {
-                let may_exceed = online && !self.is_full(&st, msg.payload.len(), 2);
-                if !may_exceed {
-                    drop(st);
-                    self.env
-                        .stats
-                        .messages_dropped
-                        .fetch_add(1, Ordering::Relaxed);
+            if self.is_full(&st, msg.payload.len(), 1) {
+                let hold = online
+                    && self.env.limits.backpressure_ms > 0
+                    && !self.is_full(&st, msg.payload.len(), 2)
+                    && self.allowance_locked(&mut st) > 0;
+                if !hold {
+                    self.drop_locked(&mut st, online);
                     return Delivery::Dropped;
                 }
                 st.congested = true;
@@ -637,6 +728,40 @@ impl SessionCell {
         status
     }
 
+    /// Drops a message for this session (its queue is full) and counts it. The first drop
+    /// for a connected client wakes its connection: a queue that stays full makes it a
+    /// slow consumer (`Conn::note_queue`).
+    fn drop_locked(&self, st: &mut SessionState, online: bool) {
+        st.rare_mut().dropped += 1;
+        self.env
+            .stats
+            .messages_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        if online && !st.congested {
+            st.congested = true;
+            self.wake(st);
+        }
+    }
+
+    /// Milliseconds this session may still hold a publisher now.
+    fn allowance_locked(&self, st: &mut SessionState) -> u32 {
+        let max = self.env.limits.backpressure_ms;
+        if max == 0 {
+            return 0;
+        }
+        let now = clock_ms(tokio::time::Instant::now());
+        st.rare_mut().hold.allowance(now, max)
+    }
+
+    /// Whether the queue is at most half its bounds: a subscriber that gets there has
+    /// caught up, and its slow-consumer clock stops.
+    pub fn at_most_half_full(&self, st: &SessionState) -> bool {
+        let limits = &self.env.limits;
+        let count = limits.max_messages == 0 || st.queued_len() * 2 <= limits.max_messages;
+        let bytes = limits.max_bytes == 0 || st.queued_bytes * 2 <= limits.max_bytes;
+        count && bytes
+    }
+
     /// Whether the queue is at `factor` times its configured bounds.
     fn is_full(&self, st: &SessionState, incoming_bytes: usize, factor: usize) -> bool {
         let count = self.env.limits.max_messages > 0
@@ -654,6 +779,7 @@ impl SessionCell {
             in_store: st.backlog.count,
             bytes: st.queued_bytes,
             inflight: st.inflight.len(),
+            dropped: st.dropped(),
         }
     }
 
@@ -743,6 +869,9 @@ impl SessionCell {
     pub fn after_drain(&self, st: &mut SessionState) {
         if st.congested && self.has_room_locked(st) {
             st.congested = false;
+            if let Some(rare) = st.rare.as_mut() {
+                rare.hold.drained();
+            }
             self.env.room.notify_waiters();
         }
     }
@@ -769,8 +898,29 @@ impl DeliveryTarget for SessionCell {
         &self.env.room
     }
 
-    fn is_online(&self) -> bool {
-        self.state.lock().conn.is_some()
+    fn availability(&self) -> Availability {
+        let st = self.state.lock();
+        if st.conn.is_none() {
+            Availability::Offline
+        } else if st.congested && !self.has_room_locked(&st) {
+            Availability::Full
+        } else {
+            Availability::Ready
+        }
+    }
+
+    fn hold_allowance(&self) -> Duration {
+        let mut st = self.state.lock();
+        Duration::from_millis(u64::from(self.allowance_locked(&mut st)))
+    }
+
+    fn charge_hold(&self, held: Duration) {
+        let max = self.env.limits.backpressure_ms;
+        if max == 0 {
+            return;
+        }
+        let ms = u32::try_from(held.as_millis()).unwrap_or(u32::MAX);
+        self.state.lock().rare_mut().hold.charge(ms, max);
     }
 }
 
@@ -911,6 +1061,7 @@ mod tests {
             max_messages: 0,
             max_bytes: 0,
             queue_qos0_offline: false,
+            backpressure_ms: 0,
         };
         let env = SessionEnv::new(limits, Arc::default(), true);
         SessionCell::new(1, ByteStr::from("c"), Arc::new(env), None)

@@ -31,6 +31,8 @@ pub struct Stats {
     pub publish_paced: AtomicU64,
     /// CONNECTs refused for bad credentials or lack of authorisation.
     pub auth_failures: AtomicU64,
+    /// Subscribers disconnected for not keeping up (`slow_consumer_timeout`).
+    pub slow_disconnected: AtomicU64,
 }
 
 impl Stats {
@@ -114,6 +116,10 @@ pub fn snapshot(broker: &BrokerInner) -> Vec<(&'static str, String)> {
         (
             "$SYS/broker/clients/auth_failures",
             get(&s.auth_failures).to_string(),
+        ),
+        (
+            "$SYS/broker/clients/slow_disconnected",
+            get(&s.slow_disconnected).to_string(),
         ),
         (
             "$SYS/broker/bytes/received",

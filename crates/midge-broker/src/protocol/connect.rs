@@ -333,7 +333,7 @@ impl Conn {
                 st.generation += 1;
                 st.set_expiry(expiry);
                 // Reconnecting in time cancels a delayed will [MQTT-3.1.3-9].
-                let had_will = st.pending_will.take().is_some();
+                let had_will = st.take_pending_will().is_some();
                 st.persistent = expiry != Some(Duration::ZERO);
                 let mut ops = Vec::new();
                 if st.persistent {

@@ -2,7 +2,9 @@
 //! window, with per-delivery properties (expiry left, subscription identifiers, topic
 //! alias) and the client's maximum packet size.
 
-use crate::connection::{Conn, HeldAck, RetainedAfter, ACK_HOLD_MAX, WRITE_HIGH_WATER};
+use crate::connection::{
+    end_wait, Conn, HeldAck, RetainedAfter, ACK_HOLD_MAX, WRITE_HIGH_WATER,
+};
 use crate::router::DeliveryTarget;
 use crate::session::{Control, Inflight, Queued, SessionCell, SessionState, Stage, PAGE};
 use midge_proto::{encoded_len, ByteStr, Packet, Properties, PubResp, Publish, QoS};
@@ -50,6 +52,8 @@ impl Conn {
                 None => {}
             }
         }
+        // Messages were dropped for this client since its queue last had room.
+        let was_full = st.congested;
         if st.unsent_resends > 0 {
             self.resend_marked(&mut st, window);
         }
@@ -111,9 +115,12 @@ impl Conn {
             }
         }
         cell.after_drain(&mut st);
+        let full = was_full || st.congested;
+        let caught_up = cell.at_most_half_full(&st);
         self.request_page(cell, &mut st);
         let park = park && st.nothing_to_send();
         drop(st);
+        self.note_queue(full, caught_up, now);
         if !ops.is_empty() {
             self.broker.commit_detached(ops);
         }
@@ -168,10 +175,12 @@ impl Conn {
             }
             return;
         }
+        let now = Instant::now();
         self.held_acks.push_back(HeldAck {
             packet,
             waiting: Vec::new(),
-            deadline: Instant::now() + ACK_HOLD_MAX,
+            since: now,
+            deadline: now + ACK_HOLD_MAX,
             ticket,
             then,
         });
@@ -185,16 +194,20 @@ impl Conn {
             return;
         }
         let waiting = std::mem::take(&mut self.scratch.congested);
+        let now = Instant::now();
+        let mut deadline = now + ACK_HOLD_MAX;
         if !waiting.is_empty() {
             self.broker
                 .stats
                 .publish_paced
                 .fetch_add(1, Ordering::Relaxed);
+            deadline = hold_deadline(&waiting, now);
         }
         self.held_acks.push_back(HeldAck {
             packet,
             waiting,
-            deadline: Instant::now() + ACK_HOLD_MAX,
+            since: now,
+            deadline,
             ticket,
             then: None,
         });
@@ -219,8 +232,9 @@ impl Conn {
                     }
                 }
             }
-            front.waiting.retain(|t| !t.has_room());
-            if !front.waiting.is_empty() && front.deadline > now {
+            if !front.waiting.is_empty()
+                && !end_wait(&mut front.waiting, front.since, front.deadline, now)
+            {
                 break;
             }
             if let Some(held) = self.held_acks.pop_front() {
@@ -350,6 +364,19 @@ impl Conn {
         }
         Some(packet)
     }
+}
+
+/// Until when a publisher may be held for `waiting` (congested subscribers under
+/// publisher back-pressure): the least hold budget any of them has left, and never more
+/// than `ACK_HOLD_MAX`.
+pub(crate) fn hold_deadline(waiting: &[Arc<dyn DeliveryTarget>], now: Instant) -> Instant {
+    let allowance = waiting
+        .iter()
+        .map(|t| t.hold_allowance())
+        .min()
+        .unwrap_or_default()
+        .min(ACK_HOLD_MAX);
+    now + allowance
 }
 
 /// A stored message's packet identifier is derived from its queue sequence number, so

@@ -156,10 +156,11 @@ impl Conn {
                 // Nothing to acknowledge, but a retained message (or its removal) is still
                 // written to the store.
                 drop(self.broker.publish_durable(&msg, &mut self.scratch, None));
-                // No acknowledgement to hold: a QoS 0 publisher that outruns a subscriber
-                // is simply not read until the subscriber has room (TCP back-pressure).
-                // Not paced by its own subscription, though: it drains that queue only by
-                // reading its own acknowledgements.
+                // No acknowledgement to hold: under publisher back-pressure, a QoS 0
+                // publisher that outruns a subscriber is not read until the subscriber has
+                // room or its hold budget is spent (TCP back-pressure). Not paced by its
+                // own subscription, though: it drains that queue only by reading its own
+                // acknowledgements.
                 let own = self.session.as_ref().map(|c| Arc::as_ptr(c) as *const ());
                 let mut targets = std::mem::take(&mut self.scratch.congested);
                 targets.retain(|t| Some(Arc::as_ptr(t) as *const ()) != own);
@@ -168,8 +169,12 @@ impl Conn {
                         .stats
                         .publish_paced
                         .fetch_add(1, Ordering::Relaxed);
-                    self.read_pause =
-                        Some(Box::new((targets, now + crate::connection::ACK_HOLD_MAX)));
+                    let deadline = super::delivery::hold_deadline(&targets, now);
+                    self.read_pause = Some(Box::new(crate::connection::ReadPause {
+                        waiting: targets,
+                        since: now,
+                        deadline,
+                    }));
                 }
             }
             QoS::AtLeastOnce => {

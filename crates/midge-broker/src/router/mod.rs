@@ -26,11 +26,23 @@ pub type SubIds = SmallVec<[u32; 2]>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
     Queued,
-    /// Queued past the target's soft limit: the publisher should hold its acknowledgement
-    /// until [`DeliveryTarget::has_room`].
+    /// Queued past the target's limit under publisher back-pressure: the publisher should
+    /// hold its acknowledgement until [`DeliveryTarget::has_room`], at most the target's
+    /// [`DeliveryTarget::hold_allowance`].
     Congested,
     /// Not queued (limit reached, or QoS 0 to an offline session); counted in `$SYS`.
     Dropped,
+}
+
+/// Whether a target can take a message now (shared groups pick a ready member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// No client connected.
+    Offline,
+    /// Connected, with its queue at its limit: a message for it would be dropped.
+    Full,
+    /// Connected, with room.
+    Ready,
 }
 
 /// Where the router puts a message: a session's queue, or (later) a remote node.
@@ -47,12 +59,18 @@ pub trait DeliveryTarget: Send + Sync {
         sub_ids: SubIds,
         durable: &mut Vec<midge_store::Delivery>,
     ) -> Delivery;
-    /// Whether a client is connected to it now (shared groups prefer connected members).
-    fn is_online(&self) -> bool;
+    /// Whether a client is connected to it and has room now (shared groups prefer ready
+    /// members, then connected ones).
+    fn availability(&self) -> Availability;
     /// False while the target is congested (see [`Delivery::Congested`]).
     fn has_room(&self) -> bool;
     /// Woken when a congested target has room again.
     fn room(&self) -> &tokio::sync::Notify;
+    /// How much longer a congested target may hold a publisher now (publisher
+    /// back-pressure); zero when it may not.
+    fn hold_allowance(&self) -> std::time::Duration;
+    /// Records that a publisher was held this long for the target.
+    fn charge_hold(&self, held: std::time::Duration);
 }
 
 /// The key of one subscription in the trie: a session, and the shared subscription if
@@ -227,8 +245,9 @@ impl Router {
         n
     }
 
-    /// Round robin over the connected members of a shared group, or over all of them
-    /// when none is connected.
+    /// Round robin over the members of a shared group that are connected and have room;
+    /// when none has room, over the connected ones; when none is connected, over all. A
+    /// member that does not keep up thus gets no share while another could take it.
     fn pick_member(
         &self,
         mut members: Vec<(SessionId, Subscriber)>,
@@ -238,14 +257,25 @@ impl Router {
         }
         // Trie iteration order is not stable across inserts; sort so round robin is fair.
         members.sort_unstable_by_key(|(s, _)| *s);
-        let online: Vec<usize> = (0..members.len())
-            .filter(|&i| members.get(i).is_some_and(|(_, s)| s.target.is_online()))
-            .collect();
+        let states: SmallVec<[Availability; 8]> =
+            members.iter().map(|(_, s)| s.target.availability()).collect();
+        let of = |want: &dyn Fn(Availability) -> bool| -> SmallVec<[usize; 8]> {
+            (0..states.len())
+                .filter(|&i| states.get(i).is_some_and(|&a| want(a)))
+                .collect()
+        };
+        let mut candidates = of(&|a| a == Availability::Ready);
+        if candidates.is_empty() {
+            candidates = of(&|a| a != Availability::Offline);
+        }
         let turn = self.shared_cursor.fetch_add(1, Ordering::Relaxed);
-        let index = if online.is_empty() {
+        let index = if candidates.is_empty() {
             turn % members.len()
         } else {
-            online.get(turn % online.len()).copied().unwrap_or(0)
+            candidates
+                .get(turn % candidates.len())
+                .copied()
+                .unwrap_or(0)
         };
         if index < members.len() {
             Some(members.swap_remove(index))
