@@ -902,7 +902,7 @@ impl DeliveryTarget for SessionCell {
         let st = self.state.lock();
         if st.conn.is_none() {
             Availability::Offline
-        } else if st.congested && !self.has_room_locked(&st) {
+        } else if self.is_full(&st, 0, 1) {
             Availability::Full
         } else {
             Availability::Ready

@@ -2,9 +2,7 @@
 //! window, with per-delivery properties (expiry left, subscription identifiers, topic
 //! alias) and the client's maximum packet size.
 
-use crate::connection::{
-    end_wait, Conn, HeldAck, RetainedAfter, ACK_HOLD_MAX, WRITE_HIGH_WATER,
-};
+use crate::connection::{end_wait, Conn, HeldAck, RetainedAfter, ACK_HOLD_MAX, WRITE_HIGH_WATER};
 use crate::router::DeliveryTarget;
 use crate::session::{Control, Inflight, Queued, SessionCell, SessionState, Stage, PAGE};
 use midge_proto::{encoded_len, ByteStr, Packet, Properties, PubResp, Publish, QoS};

@@ -257,8 +257,10 @@ impl Router {
         }
         // Trie iteration order is not stable across inserts; sort so round robin is fair.
         members.sort_unstable_by_key(|(s, _)| *s);
-        let states: SmallVec<[Availability; 8]> =
-            members.iter().map(|(_, s)| s.target.availability()).collect();
+        let states: SmallVec<[Availability; 8]> = members
+            .iter()
+            .map(|(_, s)| s.target.availability())
+            .collect();
         let of = |want: &dyn Fn(Availability) -> bool| -> SmallVec<[usize; 8]> {
             (0..states.len())
                 .filter(|&i| states.get(i).is_some_and(|&a| want(a)))

@@ -156,18 +156,48 @@ impl TestClient {
         }
     }
 
+    /// Opens a TCP connection whose receive buffer is about `bytes` (the kernel doubles
+    /// it): a client that then stops reading is stuck as soon as that much is unread.
+    pub async fn tcp_small_window(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        bytes: u32,
+    ) -> TestClient {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        let _ = stream.set_nodelay(true);
+        TestClient {
+            stream,
+            buf: BytesMut::new(),
+            pending: VecDeque::new(),
+            version,
+            next_id: 0,
+            closed: false,
+        }
+    }
+
     /// Sends CONNECT (as `tweak` leaves it) and returns the client and the CONNACK.
     pub async fn connect(
         addr: SocketAddr,
         version: ProtocolVersion,
         tweak: impl FnOnce(&mut Connect),
     ) -> (TestClient, ConnAck) {
-        let mut client = Self::tcp(addr, version).await;
-        let mut connect = connect_packet(version, "");
+        Self::tcp(addr, version).await.connect_as(tweak).await
+    }
+
+    /// Sends CONNECT on this connection (as `tweak` leaves it); returns the CONNACK.
+    pub async fn connect_as(mut self, tweak: impl FnOnce(&mut Connect)) -> (TestClient, ConnAck) {
+        let mut connect = connect_packet(self.version, "");
         tweak(&mut connect);
-        client.send(&Packet::Connect(Box::new(connect))).await;
-        let connack = client.recv_connack().await;
-        (client, connack)
+        self.send(&Packet::Connect(Box::new(connect))).await;
+        let connack = self.recv_connack().await;
+        (self, connack)
     }
 
     /// Connects with clean start 0 and (5.0) Session Expiry 300 s: a session that
