@@ -1249,3 +1249,43 @@ fn load_reads_a_toml_file() {
     assert_eq!(loaded.format, Format::Toml);
     assert!(loaded.config.listeners.iter().all(|l| l.allow_anonymous));
 }
+
+// ----- slow consumers and shutdown (both syntaxes) -----
+
+#[test]
+fn slow_consumer_and_shutdown_keys_are_read_in_both_syntaxes() {
+    let toml = "slow_consumer_timeout = 30\npublisher_backpressure = true\n\
+                publisher_backpressure_max_ms = 250\nshutdown_timeout = 9\n";
+    let mosquitto = "listener 1883\nslow_consumer_timeout 30\npublisher_backpressure true\n\
+                     publisher_backpressure_max_ms 250\nshutdown_timeout 9\n";
+    for loaded in [ok(toml_file(toml)), ok(conf(mosquitto))] {
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let c = loaded.config;
+        assert_eq!(c.slow_consumer_timeout, Duration::from_secs(30));
+        assert!(c.publisher_backpressure);
+        assert_eq!(c.publisher_backpressure_max, Duration::from_millis(250));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(9));
+    }
+}
+
+#[test]
+fn slow_consumer_defaults_never_hold_a_publisher() {
+    let c = Config::default();
+    assert!(!c.publisher_backpressure);
+    assert_eq!(c.slow_consumer_timeout, Duration::from_secs(60));
+    assert_eq!(c.max_queued_messages, 1000);
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn slow_consumer_keys_out_of_range_are_errors_at_their_line() {
+    let errs = errors(conf(
+        "listener 1883\npublisher_backpressure_max_ms 0\nshutdown_timeout 0\n",
+    ));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].starts_with("midge.conf:2:"), "{errs:?}");
+    assert!(errs[1].starts_with("midge.conf:3:"), "{errs:?}");
+    let errs = errors(toml_file("slow_consumer_timeout = -1\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("slow_consumer_timeout"), "{errs:?}");
+}
