@@ -76,71 +76,14 @@ MIDGE_COMMIT=$(cat "$(dirname "$MIDGE")/../../COMMIT" 2>/dev/null || (cd "$ROOT"
 ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/midge-compare.XXXXXX)
-BROKER_PID=""
 cleanup() {
     if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-    local p
-    while :; do
-        # Below the ephemeral range (32768-60999), so no client socket holds it.
-        p=$((20000 + RANDOM % 12000))
-        port_in_use "$p" || { echo "$p"; return; }
-    done
-}
-
-# start_broker NAME PINNED: starts the broker, sets BROKER_PID and PORT.
-start_broker() {
-    local name=$1 pinned=$2 conf="$WORK/broker.conf" i
-    PORT=$(free_port)
-    cat >"$conf" <<EOF
-listener $PORT 127.0.0.1
-allow_anonymous true
-log_dest stderr
-log_type error
-log_type warning
-connection_messages false
-EOF
-    local pin=()
-    [ "$pinned" = 1 ] && pin=(taskset -c 0)
-    case "$name" in
-        midge) RUST_LOG=warn "${pin[@]}" "$MIDGE" -c "$conf" 2>>"$WORK/midge.log" & ;;
-        mosquitto) "${pin[@]}" "$MOSQUITTO" -c "$conf" 2>>"$WORK/mosquitto.log" & ;;
-    esac
-    BROKER_PID=$!
-    for i in $(seq 1 1000); do
-        port_in_use "$PORT" && return 0
-        kill -0 "$BROKER_PID" 2>/dev/null || break
-        sleep 0.01
-    done
-    log "$name did not start; its log:"
-    tail -20 "$WORK/$name.log" >&2
-    exit 1
-}
-
-stop_broker() {
-    kill -TERM "$BROKER_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 1 500); do
-        kill -0 "$BROKER_PID" 2>/dev/null || break
-        sleep 0.01
-    done
-    kill -KILL "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
-}
-
-# CPU seconds (user + system) the broker has used so far.
-broker_cpu() {
-    local tck
-    tck=$(getconf CLK_TCK)
-    awk -v t="$tck" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$BROKER_PID/stat"
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # --- scenarios ---------------------------------------------------------------------------
 # name|kind|midge bench arguments (%D = duration, %P = broker pid)
@@ -301,16 +244,6 @@ SECTION="$WORK/section.md"
 
 cat "$SECTION"
 if [ "$WRITE" = 1 ]; then
-    RESULTS="$ROOT/bench/RESULTS.md"
-    touch "$RESULTS"
-    if grep -q "<!-- $MARK begin" "$RESULTS"; then
-        awk -v mark="$MARK" -v section="$SECTION" '
-            index($0, "<!-- " mark " begin") == 1 { while ((getline line < section) > 0) print line; skip = 1; next }
-            index($0, "<!-- " mark " end") == 1 { skip = 0; next }
-            !skip { print }' "$RESULTS" >"$WORK/results.new"
-        cat "$WORK/results.new" >"$RESULTS"
-    else
-        { echo; cat "$SECTION"; } >>"$RESULTS"
-    fi
-    log "wrote $RESULTS ($MARK section)"
+    write_section "$MARK" "$SECTION" "$ROOT/bench/RESULTS.md"
+    log "wrote $ROOT/bench/RESULTS.md ($MARK section)"
 fi
