@@ -182,7 +182,10 @@ pub fn check(dir: impl AsRef<Path>) -> Report {
         Err(EngineError::Locked(what)) => {
             report.engine_problem(
                 "engine",
-                format!("{what}: stop the broker before checking its store"),
+                format!(
+                    "the store is in use by another process ({what}): stop the broker before \
+                     checking its store"
+                ),
             );
             report.repairable = false;
         }
@@ -401,18 +404,22 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
     if !dir.is_dir() {
         return Err(io("no store: the directory does not exist".into()));
     }
-    // A running broker's store is not moved away under it.
-    let lock = lock_store(dir).map_err(|e| match e {
-        EngineError::Locked(_) => StoreError::Locked {
+    // A running broker's store is not moved away under it (not even one whose directory
+    // was replaced since it opened it: the store's own lock, then fjall's).
+    let refused = |e| match e {
+        EngineError::Locked(what) => StoreError::Locked {
             path: dir.to_path_buf(),
-            what: "stop the broker before repairing its store".into(),
+            what: format!("{what}; stop the broker before repairing its store"),
         },
         e => StoreError::engine(dir, e),
-    })?;
+    };
+    let store_lock = crate::lock::StoreLock::acquire(dir).map_err(refused)?;
+    let lock = lock_store(dir).map_err(refused)?;
     let aside = aside_path(dir, SystemTime::now());
     std::fs::rename(dir, &aside)
         .map_err(|e| io(format!("cannot move it to {}: {e}", aside.display())))?;
     drop(lock);
+    drop(store_lock);
     let scratch = aside.with_extension("salvage");
     let mut report = RepairReport {
         path: dir.to_path_buf(),
