@@ -152,6 +152,19 @@ pub fn check(dir: impl AsRef<Path>) -> Report {
         report.repairable = false;
         return report;
     }
+    // A running broker may hold the directory even when its files are gone (it was
+    // replaced under the broker): say so before looking at what is in it.
+    if let Err(EngineError::Locked(what)) = crate::lock::StoreLock::acquire(dir) {
+        report.engine_problem(
+            "engine",
+            format!(
+                "the store is in use by another process ({what}): stop the broker before \
+                 checking its store"
+            ),
+        );
+        report.repairable = false;
+        return report;
+    }
     // Opening creates a database where there is none: look first, so that checking the
     // wrong directory leaves it as it was.
     match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {

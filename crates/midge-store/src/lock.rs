@@ -80,16 +80,8 @@ impl StoreLock {
         let removed = self.handle.metadata().is_ok_and(|m| m.nlink() == 0);
         match std::fs::metadata(&self.dir) {
             Ok(now) if !removed && Identity::of(&now) == self.identity => Ok(()),
-            Ok(_) => Err(EngineError::Gone(format!(
-                "the data directory {} was removed or replaced while the store was open; \
-                 state is no longer being saved (restart the broker to save it again)",
-                self.dir.display()
-            ))),
-            Err(e) => Err(EngineError::Gone(format!(
-                "the data directory {} is gone ({e}); state is no longer being saved \
-                 (restart the broker to save it again)",
-                self.dir.display()
-            ))),
+            Ok(_) => Err(gone(&self.dir, "another directory has its name now")),
+            Err(e) => Err(gone(&self.dir, &e.to_string())),
         }
     }
 
@@ -99,6 +91,14 @@ impl StoreLock {
         #[cfg(target_os = "linux")]
         while self.socket.accept().is_ok() {}
     }
+}
+
+fn gone(dir: &Path, now: &str) -> EngineError {
+    EngineError::Gone(format!(
+        "the data directory {} was removed or replaced while the store was open ({now}); \
+         state is no longer being saved (restart the broker to save it again)",
+        dir.display()
+    ))
 }
 
 #[cfg(target_os = "linux")]

@@ -20,8 +20,8 @@ use crate::record::{self, InflightRecord, MessageId, QueueEntry, Stage};
 use crate::session_store::Durability;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -443,7 +443,10 @@ pub(crate) fn run<E: Engine>(
         }
     }
     let closed = match &faults.first {
-        None => core.engine.close().map_err(|e| StoreError::engine(&path, e)),
+        None => core
+            .engine
+            .close()
+            .map_err(|e| StoreError::engine(&path, e)),
         Some(e) => Err(e.clone()),
     };
     if let (Err(e), None) = (&closed, &faults.first) {

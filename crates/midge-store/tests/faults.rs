@@ -71,10 +71,7 @@ fn a_replaced_directory_fails_later_commits_at_once_and_stops_without_flushing()
     let started = Instant::now();
     let err = within(store.commit(vec![put_session("after")])).expect_err("refused");
     assert!(matches!(err, StoreError::Gone { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("was removed or replaced"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("was removed or replaced"), "{err}");
     // Later commits get the same fault without touching the engine.
     let again = within(store.commit(vec![put_session("later")])).expect_err("refused");
     assert_eq!(again, err);
@@ -125,6 +122,10 @@ fn stop_makes_earlier_commits_durable_and_refuses_later_ones() {
     drop(store);
     let reopened = open(&dir);
     let recovered = reopened.load(std::time::SystemTime::now()).expect("load");
-    let clients: Vec<_> = recovered.sessions.iter().map(|s| s.client_id.as_str()).collect();
+    let clients: Vec<_> = recovered
+        .sessions
+        .iter()
+        .map(|s| s.client_id.as_str())
+        .collect();
     assert_eq!(clients, ["kept"]);
 }
