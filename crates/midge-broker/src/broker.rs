@@ -955,7 +955,12 @@ impl Broker {
         match tokio::time::timeout_at(deadline, store.stop()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ShutdownError::Store(e)),
-            Err(_) => Err(ShutdownError::StoreTimedOut(timeout)),
+            Err(_) => {
+                // Dropping the last handle would wait for the stuck writer thread: this
+                // one is left to the end of the process.
+                std::mem::forget(store);
+                Err(ShutdownError::StoreTimedOut(timeout))
+            }
         }
     }
 

@@ -229,7 +229,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let timeout = broker.inner().config.shutdown_timeout;
         tracing::info!("shutting down (within {timeout:?})");
         let watchdog = Watchdog::arm(timeout);
-        let stopped = broker.shutdown_within(timeout).await;
+        // A tenth is kept for what follows (stopping the runtime, exiting), so that a
+        // store that does not close in time is reported as such, before the watchdog.
+        let stopped = broker.shutdown_within(timeout - timeout / 10).await;
         Ok::<_, anyhow::Error>((watchdog, stopped))
     })?;
     // Tasks still running (a blocking read of the store, a connection that did not

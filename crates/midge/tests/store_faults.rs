@@ -467,21 +467,20 @@ fn a_read_only_data_directory_refuses_acknowledgements_and_sigterm_ends_the_brok
     assert_eq!(code, Some(1));
 }
 
-#[test]
-fn a_full_disk_refuses_acknowledgements_keeps_other_clients_working_and_loses_nothing_acknowledged()
-{
-    let dir = TestDir::new("disk-full");
+/// A broker on a 2 MB tmpfs mounted in its own mount namespace, with `filler` 64 KB
+/// blocks of it taken by a file; once the first broker exits, the filler is removed and a
+/// second broker starts on the same store (the shell becomes it). Returns the shell, the
+/// first broker's pid (killed on drop) and the port.
+fn small_disk(dir: &TestDir, filler: u32) -> (Broker, KillOnDrop, u16) {
     let mount = dir.0.join("small");
     std::fs::create_dir(&mount).expect("mount point");
     let data = mount.join("data");
     let port = free_port();
     let config = write_config(&dir.0, &data, port);
     let midge = MIDGE;
-    // The filler leaves the store little room; removing it after the first run lets the
-    // second one open the store and deliver what the first acknowledged.
     let script = format!(
         "set -e; mount -t tmpfs -o size=2m tmpfs '{mount}'; \
-         dd if=/dev/zero of='{mount}/filler' bs=64k count=8 2>/dev/null; \
+         dd if=/dev/zero of='{mount}/filler' bs=64k count={filler} 2>/dev/null; \
          set +e; '{midge}' -c '{config}' & pid=$!; echo \"first broker pid $pid\" >&2; \
          wait $pid; echo \"first broker exit $?\" >&2; \
          rm '{mount}/filler'; exec '{midge}' -c '{config}'",
@@ -491,8 +490,75 @@ fn a_full_disk_refuses_acknowledgements_keeps_other_clients_working_and_loses_no
     let mut broker = Broker::start_in_namespace(&script, port);
     let pid_line = broker.line("first broker pid ");
     let pid = pid_line.rsplit(' ').next().expect("pid").to_owned();
-    // Killed, whatever happens (the shell's own kill on drop does not reach it).
-    let mut first = KillOnDrop(Some(pid.clone()));
+    (broker, KillOnDrop(Some(pid)), port)
+}
+
+/// SIGTERMs the first broker of [`small_disk`]; its exit line and how long it took.
+fn terminate_first(broker: &mut Broker, first: &mut KillOnDrop) -> (String, Duration) {
+    let pid = first.0.clone().expect("running");
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = broker.proc.wait_for("first broker exit ");
+    first.0 = None;
+    (exit, started.elapsed())
+}
+
+/// The persistent session's queued messages, by number, until `want` of them came.
+fn drain_keeper(port: u16, want: usize) -> Vec<u32> {
+    let mut keeper = Client::connect(port, "keeper", 3600);
+    let mut delivered = Vec::new();
+    while delivered.len() < want {
+        let msg = keeper.recv_publish("queued/x");
+        let n: u32 = std::str::from_utf8(&msg.payload[..6])
+            .expect("text")
+            .parse()
+            .expect("number");
+        delivered.push(n);
+    }
+    delivered
+}
+
+#[test]
+fn a_store_that_cannot_flush_at_shutdown_still_exits_in_time_and_keeps_its_journal() {
+    let dir = TestDir::new("flush-full");
+    // Room for the journal, not for the table files the close writes after it.
+    let (mut broker, mut first, port) = small_disk(&dir, 8);
+    offline_subscriber(port);
+    let mut p = Client::connect(port, "publisher", 0);
+    let sent: Vec<u32> = (0..40).collect();
+    for &n in &sent {
+        let id = u16::try_from(n + 1).expect("id");
+        assert_eq!(
+            p.publish("queued/x", incompressible(n, 20_000), id),
+            Answer::Stored
+        );
+    }
+    drop(p);
+    let (exit, took) = terminate_first(&mut broker, &mut first);
+    assert_in_time("flush on a full disk", took);
+    assert!(exit.ends_with("exit 1"), "{exit}");
+    // The store's close hung (fjall waits for a flush that failed) and was left behind.
+    assert_eq!(
+        broker.count("the store did not close within the shutdown timeout"),
+        1
+    );
+    broker.proc.wait_for("midge 0.1.0 running");
+    wait_for_port(port);
+    assert_eq!(drain_keeper(port, sent.len()), sent);
+    let (code, took) = broker.terminate();
+    assert_in_time("flush on a full disk, second run", took);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_full_disk_refuses_acknowledgements_keeps_other_clients_working_and_loses_nothing_acknowledged()
+{
+    let dir = TestDir::new("disk-full");
+    let (mut broker, mut first, port) = small_disk(&dir, 8);
     let mut m = monitor(port);
     offline_subscriber(port);
 
@@ -529,32 +595,15 @@ fn a_full_disk_refuses_acknowledgements_keeps_other_clients_working_and_loses_no
     drop(m);
 
     // SIGTERM the first broker (the shell's child).
-    let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = broker.proc.wait_for("first broker exit ");
-    first.0 = None;
-    assert_in_time("disk full", started.elapsed());
+    let (exit, took) = terminate_first(&mut broker, &mut first);
+    assert_in_time("disk full", took);
     assert!(exit.ends_with("exit 1"), "{exit}");
 
     // The second run, with room again, delivers every acknowledged message.
     broker.proc.wait_for("midge 0.1.0 running");
     wait_for_port(port);
-    let mut keeper = Client::connect(port, "keeper", 3600);
-    let mut delivered = Vec::new();
-    while delivered.len() < acknowledged.len() {
-        let msg = keeper.recv_publish("queued/x");
-        let n: u32 = std::str::from_utf8(&msg.payload[..6])
-            .expect("text")
-            .parse()
-            .expect("number");
-        delivered.push(n);
-    }
+    let delivered = drain_keeper(port, acknowledged.len());
     assert_eq!(delivered, acknowledged, "an acknowledged message was lost");
-    drop(keeper);
     let (code, took) = broker.terminate();
     assert_in_time("disk full, second run", took);
     assert_eq!(code, Some(0));
