@@ -23,6 +23,18 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+/// Why a bounded shutdown ([`Broker::shutdown_within`]) did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// The store failed while the broker ran (state since then is not saved), or its
+    /// close failed.
+    #[error("the store did not close cleanly: {0}")]
+    Store(midge_store::StoreError),
+    /// The store's close (final fsync and flush) did not finish in time.
+    #[error("the store did not close within the shutdown timeout ({0:?})")]
+    StoreTimedOut(Duration),
+}
+
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -931,6 +943,30 @@ impl Broker {
                 Err(e) => tracing::error!(
                     "TLS certificates of {addr} not reloaded, keeping the old ones: {e}"
                 ),
+            }
+        }
+    }
+
+    /// Stops within `timeout`: as [`Broker::shutdown`] with half of it for the
+    /// connections to close, then stops the store (final fsync and flush, see
+    /// `SessionStore::stop`) in what is left. An error when the store had failed, or
+    /// did not close in time (it may still be closing: the process should exit now, as
+    /// it would after a crash, which the store recovers from).
+    pub async fn shutdown_within(self, timeout: Duration) -> Result<(), ShutdownError> {
+        let deadline = Instant::now() + timeout;
+        let store = self.inner.store.clone();
+        self.shutdown(timeout / 2).await;
+        let Some(store) = store else {
+            return Ok(());
+        };
+        match tokio::time::timeout_at(deadline, store.stop()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ShutdownError::Store(e)),
+            Err(_) => {
+                // Dropping the last handle would wait for the stuck writer thread: this
+                // one is left to the end of the process.
+                std::mem::forget(store);
+                Err(ShutdownError::StoreTimedOut(timeout))
             }
         }
     }

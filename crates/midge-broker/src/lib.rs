@@ -18,6 +18,6 @@ mod slow_consumer;
 pub mod sys;
 pub mod tls;
 
-pub use broker::{Broker, BrokerInner, StartError};
+pub use broker::{Broker, BrokerInner, ShutdownError, StartError};
 pub use config::{Config, ListenerConfig, ListenerSecurity, Persistence, TlsSettings, TlsVersion};
 pub use midge_store::Durability;

@@ -57,7 +57,7 @@ pub fn snapshot(broker: &BrokerInner) -> Vec<(&'static str, String)> {
     let connected = get(&s.clients_connected);
     let total_sessions = broker.sessions.len() as u64;
     let uptime = broker.started.elapsed().as_secs();
-    vec![
+    let mut values = vec![
         ("$SYS/broker/uptime", format!("{uptime} seconds")),
         ("$SYS/broker/clients/connected", connected.to_string()),
         ("$SYS/broker/clients/active", connected.to_string()),
@@ -134,6 +134,25 @@ pub fn snapshot(broker: &BrokerInner) -> Vec<(&'static str, String)> {
             "$SYS/broker/retained messages/count",
             broker.retained_count().to_string(),
         ),
+    ];
+    values.extend(store_values(broker));
+    values
+}
+
+/// The store's alarm: `$SYS/broker/store/status` is `ok` or the fault that stopped it
+/// saving state (the store keeps it, see `SessionStore::health`), and
+/// `$SYS/broker/store/failures` counts the commits that failed. None without a store.
+fn store_values(broker: &BrokerInner) -> Vec<(&'static str, String)> {
+    let Some(store) = &broker.store else {
+        return Vec::new();
+    };
+    let health = store.health();
+    vec![
+        (
+            "$SYS/broker/store/status",
+            health.fault.unwrap_or_else(|| "ok".to_owned()),
+        ),
+        ("$SYS/broker/store/failures", health.failures.to_string()),
     ]
 }
 

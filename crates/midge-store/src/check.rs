@@ -152,6 +152,19 @@ pub fn check(dir: impl AsRef<Path>) -> Report {
         report.repairable = false;
         return report;
     }
+    // A running broker may hold the directory even when its files are gone (it was
+    // replaced under the broker): say so before looking at what is in it.
+    if let Err(EngineError::Locked(what)) = crate::lock::StoreLock::acquire(dir) {
+        report.engine_problem(
+            "engine",
+            format!(
+                "the store is in use by another process ({what}): stop the broker before \
+                 checking its store"
+            ),
+        );
+        report.repairable = false;
+        return report;
+    }
     // Opening creates a database where there is none: look first, so that checking the
     // wrong directory leaves it as it was.
     match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
@@ -182,7 +195,10 @@ pub fn check(dir: impl AsRef<Path>) -> Report {
         Err(EngineError::Locked(what)) => {
             report.engine_problem(
                 "engine",
-                format!("{what}: stop the broker before checking its store"),
+                format!(
+                    "the store is in use by another process ({what}): stop the broker before \
+                     checking its store"
+                ),
             );
             report.repairable = false;
         }
@@ -401,18 +417,22 @@ pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
     if !dir.is_dir() {
         return Err(io("no store: the directory does not exist".into()));
     }
-    // A running broker's store is not moved away under it.
-    let lock = lock_store(dir).map_err(|e| match e {
-        EngineError::Locked(_) => StoreError::Locked {
+    // A running broker's store is not moved away under it (not even one whose directory
+    // was replaced since it opened it: the store's own lock, then fjall's).
+    let refused = |e| match e {
+        EngineError::Locked(what) => StoreError::Locked {
             path: dir.to_path_buf(),
-            what: "stop the broker before repairing its store".into(),
+            what: format!("{what}; stop the broker before repairing its store"),
         },
         e => StoreError::engine(dir, e),
-    })?;
+    };
+    let store_lock = crate::lock::StoreLock::acquire(dir).map_err(refused)?;
+    let lock = lock_store(dir).map_err(refused)?;
     let aside = aside_path(dir, SystemTime::now());
     std::fs::rename(dir, &aside)
         .map_err(|e| io(format!("cannot move it to {}: {e}", aside.display())))?;
     drop(lock);
+    drop(store_lock);
     let scratch = aside.with_extension("salvage");
     let mut report = RepairReport {
         path: dir.to_path_buf(),

@@ -20,18 +20,33 @@ pub enum StoreError {
     /// The disk refused a read or write.
     #[error("I/O error on the store in {path}: {what}")]
     Io { path: PathBuf, what: String },
+    /// The data directory was removed or replaced while the store was open.
+    #[error("{what}")]
+    Gone { path: PathBuf, what: String },
     /// The store's writer stopped after an earlier failure, or the store was closed.
     #[error("the store in {path} no longer accepts writes: {what}")]
     Closed { path: PathBuf, what: String },
 }
 
 impl StoreError {
+    /// The store's directory (or label).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            StoreError::Damaged { path, .. }
+            | StoreError::Locked { path, .. }
+            | StoreError::Io { path, .. }
+            | StoreError::Gone { path, .. }
+            | StoreError::Closed { path, .. } => path,
+        }
+    }
+
     pub(crate) fn engine(path: &std::path::Path, e: EngineError) -> StoreError {
         let path = path.to_path_buf();
         match e {
             EngineError::Damaged(what) => StoreError::Damaged { path, what },
             EngineError::Locked(what) => StoreError::Locked { path, what },
             EngineError::Io(what) => StoreError::Io { path, what },
+            EngineError::Gone(what) => StoreError::Gone { path, what },
         }
     }
 

@@ -21,6 +21,7 @@ pub mod engine;
 mod error;
 mod key;
 mod load;
+mod lock;
 mod op;
 mod record;
 mod session_store;
@@ -38,7 +39,7 @@ pub use record::{
 };
 pub use session_store::{
     CommitTicket, Dropped, Durability, InflightMessage, QueuedMessage, Recovered, RecoveredSession,
-    SessionStore,
+    SessionStore, StoreHealth,
 };
 #[cfg(feature = "redb")]
 pub use store::RedbStore;

@@ -188,4 +188,24 @@ pub trait SessionStore: Send + Sync {
 
     /// The policy this store was opened with.
     fn durability(&self) -> Durability;
+
+    /// Whether the store still saves state, for alarms (`$SYS`, logs).
+    fn health(&self) -> StoreHealth;
+
+    /// Stops the store after the commits already made: a final fsync and the engine's
+    /// close. The ticket resolves once that is done, with the store's first fault if it
+    /// had one (nothing was flushed then); commits after this fail. Await it with a
+    /// deadline: an engine may hang on files it can no longer write.
+    fn stop(&self) -> CommitTicket;
+}
+
+/// What [`SessionStore::health`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Commits that failed (each one refused after the first fault counts) and failed
+    /// periodic fsyncs.
+    pub failures: u64,
+    /// The first fault (a failed write or fsync, the data directory removed or
+    /// replaced), after which the store refuses every write; `None` while it works.
+    pub fault: Option<String>,
 }

@@ -8,8 +8,10 @@ use crate::error::StoreError;
 use crate::key::{self, Table};
 use crate::op::Op;
 use crate::record::{self, MessageId, QueueEntry};
-use crate::session_store::{CommitTicket, Durability, QueuedMessage, Recovered, SessionStore};
-use crate::writer::{self, Core, Reply, Request};
+use crate::session_store::{
+    CommitTicket, Durability, QueuedMessage, Recovered, SessionStore, StoreHealth,
+};
+use crate::writer::{self, Core, Health, Reply, Request};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +41,7 @@ pub struct Store<E: Engine> {
     writer: Option<JoinHandle<()>>,
     next_message_id: AtomicU64,
     durability: Durability,
+    health: Arc<Health>,
 }
 
 /// The store on disk (fjall), in one directory.
@@ -125,9 +128,11 @@ impl<E: Engine> Store<E> {
                  crash loses acknowledged messages; use Durability::Always"
             );
         }
+        let health = Arc::new(Health::default());
+        let writer_health = health.clone();
         let writer = std::thread::Builder::new()
             .name("midge-store-writer".into())
-            .spawn(move || writer::run(core, rx, durability))
+            .spawn(move || writer::run(core, rx, durability, writer_health))
             .map_err(|e| StoreError::Io {
                 path: path.to_path_buf(),
                 what: format!("cannot start the writer thread: {e}"),
@@ -139,6 +144,7 @@ impl<E: Engine> Store<E> {
             writer: Some(writer),
             next_message_id: AtomicU64::new(next_id),
             durability,
+            health,
         })
     }
 
@@ -165,13 +171,18 @@ impl<E: Engine> Store<E> {
 
     /// Sends ops to the writer.
     fn send(&self, ops: Vec<Op>, reply: Reply) {
-        let req = Request { ops, reply };
+        self.request(Request::Commit { ops, reply });
+    }
+
+    /// Sends a request to the writer; answers it with an error if the writer is gone.
+    fn request(&self, req: Request) {
         let sent = match &self.tx {
             Some(tx) => tx.send(req).map_err(|e| e.0),
             None => Err(req),
         };
         if let Err(req) = sent {
-            req.reply.send(Err(StoreError::Closed {
+            let (Request::Commit { reply, .. } | Request::Close(reply)) = req;
+            reply.send(Err(StoreError::Closed {
                 path: self.path.to_path_buf(),
                 what: "the writer thread has stopped".into(),
             }));
@@ -341,6 +352,16 @@ impl<E: Engine> SessionStore for Store<E> {
 
     fn durability(&self) -> Durability {
         self.durability
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.health.report()
+    }
+
+    fn stop(&self) -> CommitTicket {
+        let (tx, rx) = oneshot::channel();
+        self.request(Request::Close(Reply::Ticket(tx)));
+        CommitTicket::new(rx, self.path.clone())
     }
 }
 

@@ -5,6 +5,12 @@
 //! gathered into the next batch, so under load one fsync serves many commits. Each
 //! batch is one atomic engine write; ops on the same key inside a batch collapse to the
 //! last one (an LSM batch must not hold the same key twice).
+//!
+//! The first failure (a write, an fsync, the data directory removed or replaced) is
+//! logged once and kept: every later commit fails at once with it, without touching the
+//! engine, and closing skips the final flush that would wait for files that cannot be
+//! written. The writer looks at the directory before each batch and about once a second
+//! while idle, so that a broker nobody writes to notices too.
 
 use crate::engine::{Engine, EngineError, Write};
 use crate::error::StoreError;
@@ -14,19 +20,50 @@ use crate::record::{self, InflightRecord, MessageId, QueueEntry, Stage};
 use crate::session_store::Durability;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// At most this many commit calls share one batch, so that one batch's memory stays
 /// bounded while the tickets of a long burst still resolve in good time.
 const MAX_COMMITS_PER_BATCH: usize = 4096;
 
-/// One `commit` call on its way to the writer.
-pub(crate) struct Request {
-    pub ops: Vec<Op>,
-    pub reply: Reply,
+/// How often an idle writer checks that the data directory is still its own.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// What the writer is asked to do.
+pub(crate) enum Request {
+    /// One `commit` call.
+    Commit { ops: Vec<Op>, reply: Reply },
+    /// Stop after the commits before it: final fsync and engine close, then the reply
+    /// (with the store's failure, if it had one).
+    Close(Reply),
+}
+
+/// The store's health, shared by the writer (which changes it) and the store (which
+/// reports it, `SessionStore::health`).
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Commits answered with an error, and failed periodic fsyncs.
+    failures: AtomicU64,
+    /// The first fault, as text for alarms.
+    fault: parking_lot::Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn report(&self) -> crate::session_store::StoreHealth {
+        crate::session_store::StoreHealth {
+            failures: self.failures.load(Ordering::Relaxed),
+            fault: self.fault.lock().clone(),
+        }
+    }
+
+    fn failed(&self, n: usize) {
+        self.failures
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
 }
 
 /// Where the outcome of a commit goes: a ticket (async) or a thread blocked on it.
@@ -305,46 +342,74 @@ impl<E: Engine> Core<E> {
 }
 
 /// The writer loop: gather, write, sync per the policy, answer. Returns when every
-/// sender is gone (the store was dropped), after a final sync.
-pub(crate) fn run<E: Engine>(mut core: Core<E>, rx: Receiver<Request>, durability: Durability) {
+/// sender is gone (the store was dropped) or on [`Request::Close`], after a final sync.
+pub(crate) fn run<E: Engine>(
+    mut core: Core<E>,
+    rx: Receiver<Request>,
+    durability: Durability,
+    health: Arc<Health>,
+) {
     let path = core.path.clone();
     let mut unsynced_since: Option<Instant> = None;
     // After a failed write or sync the engine's state is unknown: refuse everything after.
-    let mut failed: Option<StoreError> = None;
-    loop {
-        let first = match (durability, unsynced_since) {
-            (Durability::Periodic(every), Some(since)) => {
-                match rx.recv_timeout(every.saturating_sub(since.elapsed())) {
-                    Ok(r) => r,
-                    Err(RecvTimeoutError::Timeout) => {
+    let mut faults = Faults {
+        first: None,
+        gone_reported: false,
+        health,
+    };
+    let mut next_watch = Instant::now() + WATCH_EVERY;
+    let mut close = None;
+    while close.is_none() {
+        let sync_due = match (durability, unsynced_since) {
+            (Durability::Periodic(every), Some(since)) => Some(since + every),
+            _ => None,
+        };
+        let wake = sync_due.map_or(next_watch, |due| due.min(next_watch));
+        let first = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                if sync_due.is_some_and(|due| due <= now) {
+                    if faults.first.is_none() {
                         if let Err(e) = core.sync() {
-                            tracing::error!(store = %path.display(), "periodic fsync failed: {e}");
-                            failed = Some(StoreError::engine(&path, e));
+                            faults.health.failed(1);
+                            faults.fail(StoreError::engine(&path, e), "periodic fsync failed");
                         }
-                        unsynced_since = None;
-                        continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    unsynced_since = None;
                 }
+                if next_watch <= now {
+                    core.engine.tick();
+                    if let Err(e) = core.engine.check_location() {
+                        faults.fail(StoreError::engine(&path, e), "");
+                    }
+                    next_watch = now + WATCH_EVERY;
+                }
+                continue;
             }
-            _ => match rx.recv() {
-                Ok(r) => r,
-                Err(_) => break,
-            },
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut replies = Vec::new();
-        let mut result = failed.clone().map_or(Ok(()), Err);
+        let mut result = faults.first.clone().map_or(Ok(()), Err);
         let mut next = Some(first);
         while let Some(req) = next {
-            if result.is_ok() {
-                for op in req.ops {
-                    if let Err(e) = core.apply(op) {
-                        result = Err(StoreError::engine(&path, e));
-                        break;
+            match req {
+                Request::Close(reply) => {
+                    close = Some(reply);
+                    break;
+                }
+                Request::Commit { ops, reply } => {
+                    if result.is_ok() {
+                        for op in ops {
+                            if let Err(e) = core.apply(op) {
+                                result = Err(StoreError::engine(&path, e));
+                                break;
+                            }
+                        }
                     }
+                    replies.push(reply);
                 }
             }
-            replies.push(req.reply);
             next = if replies.len() < MAX_COMMITS_PER_BATCH {
                 rx.try_recv().ok()
             } else {
@@ -355,7 +420,13 @@ pub(crate) fn run<E: Engine>(mut core: Core<E>, rx: Receiver<Request>, durabilit
         // it was already written and synced by the policy.
         let empty = core.pending.is_empty() && core.delta.is_empty();
         if result.is_ok() && !empty {
-            result = core.flush().map_err(|e| StoreError::engine(&path, e));
+            // Written into a directory no later start reads, it would be acknowledged
+            // and lost.
+            result = core
+                .engine
+                .check_location()
+                .and_then(|()| core.flush())
+                .map_err(|e| StoreError::engine(&path, e));
         } else if result.is_err() {
             core.discard();
         }
@@ -364,18 +435,59 @@ pub(crate) fn run<E: Engine>(mut core: Core<E>, rx: Receiver<Request>, durabilit
                 .map_err(|e| StoreError::engine(&path, e));
         }
         if let Err(e) = &result {
-            if failed.is_none() {
-                tracing::error!(store = %path.display(), "store write failed: {e}");
-                failed = Some(e.clone());
-            }
+            faults.health.failed(replies.len());
+            faults.fail(e.clone(), "store write failed");
         }
         for reply in replies {
             reply.send(result.clone());
         }
     }
-    if failed.is_none() {
-        if let Err(e) = core.engine.close() {
-            tracing::error!(store = %path.display(), "closing the store failed: {e}");
+    let closed = match &faults.first {
+        None => core
+            .engine
+            .close()
+            .map_err(|e| StoreError::engine(&path, e)),
+        Some(e) => Err(e.clone()),
+    };
+    if let (Err(e), None) = (&closed, &faults.first) {
+        tracing::error!(store = %path.display(), "closing the store failed: {e}");
+    }
+    if let Some(reply) = close {
+        reply.send(closed);
+    }
+}
+
+/// The writer's faults: the first one (which every later commit gets), logged once per
+/// kind.
+struct Faults {
+    first: Option<StoreError>,
+    /// The directory's removal is logged even after an earlier write failure, once.
+    gone_reported: bool,
+    health: Arc<Health>,
+}
+
+impl Faults {
+    /// Records `e`; logs it (at error level, prefixed with `doing`) if it is the first
+    /// fault, or the first report of the directory's removal.
+    fn fail(&mut self, e: StoreError, doing: &str) {
+        let gone = matches!(e, StoreError::Gone { .. });
+        if self.first.is_some() && (!gone || self.gone_reported) {
+            return;
+        }
+        self.gone_reported |= gone;
+        let path = e.path().display().to_string();
+        if doing.is_empty() {
+            tracing::error!(store = %path, "{e}");
+        } else {
+            tracing::error!(
+                store = %path,
+                "{doing}: {e}; the store refuses every write from now on (restart the \
+                 broker once the cause is fixed)"
+            );
+        }
+        if self.first.is_none() {
+            *self.health.fault.lock() = Some(e.to_string());
+            self.first = Some(e);
         }
     }
 }

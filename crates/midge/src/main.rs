@@ -219,17 +219,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let (watchdog, stopped) = runtime.block_on(async move {
         // Handlers first: a signal that arrives once clients can connect is never the
         // default action (SIGHUP would kill the process).
         let signals = Signals::install();
         let broker = Broker::start(config).await?;
         tracing::info!("midge {} running", env!("CARGO_PKG_VERSION"));
         signals.wait(&broker).await;
-        tracing::info!("shutting down");
-        broker.shutdown(Duration::from_secs(5)).await;
-        Ok(())
-    })
+        let timeout = broker.inner().config.shutdown_timeout;
+        tracing::info!("shutting down (within {timeout:?})");
+        let watchdog = Watchdog::arm(timeout);
+        // A tenth is kept for what follows (stopping the runtime, exiting), so that a
+        // store that does not close in time is reported as such, before the watchdog.
+        let stopped = broker.shutdown_within(timeout - timeout / 10).await;
+        Ok::<_, anyhow::Error>((watchdog, stopped))
+    })?;
+    // Tasks still running (a blocking read of the store, a connection that did not
+    // close) are left behind, not waited for.
+    runtime.shutdown_timeout(watchdog.left());
+    drop(watchdog);
+    stopped.context("shutdown")
+}
+
+/// Ends the process once `shutdown_timeout` has passed since the signal, whatever is
+/// still running: a client that does not read, a store whose engine waits for files it
+/// cannot write (its background threads may never return). Exiting then is no worse than
+/// a crash, which the store recovers from at the next start.
+struct Watchdog {
+    deadline: std::time::Instant,
+    /// Dropped when shutdown has finished: the watchdog thread then ends.
+    _done: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn arm(timeout: Duration) -> Watchdog {
+        let deadline = std::time::Instant::now() + timeout;
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("midge-shutdown-watchdog".into())
+            .spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(timeout)
+                {
+                    tracing::error!(
+                        "shutdown did not finish within shutdown_timeout ({timeout:?}): \
+                         exiting now; the store replays its journal at the next start"
+                    );
+                    std::process::exit(1);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no shutdown deadline (cannot start its thread): {e}");
+        }
+        Watchdog {
+            deadline,
+            _done: done,
+        }
+    }
+
+    /// Time left before the deadline.
+    fn left(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(std::time::Instant::now())
+    }
 }
 
 /// SIGINT and SIGTERM stop the broker; SIGHUP reloads the security files and TLS

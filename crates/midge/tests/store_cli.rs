@@ -557,10 +557,13 @@ fn check_and_repair_refuse_a_store_a_running_broker_holds_and_leave_it_working()
 
     let run = store("check", &data);
     assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let pid = broker.proc.child.id();
     assert_has_line(
         &run.stdout,
-        "engine: the database is locked by another process: stop the broker before checking \
-         its store",
+        &format!(
+            "engine: the store is in use by another process (pid {pid}): stop the broker \
+             before checking its store"
+        ),
     );
     assert!(!run.stdout.contains("midge store repair"), "{}", run.stdout);
 
@@ -568,8 +571,8 @@ fn check_and_repair_refuse_a_store_a_running_broker_holds_and_leave_it_working()
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     assert!(
         run.stderr.contains(&format!(
-            "the store in {} is in use by another process (stop the broker before repairing \
-             its store)",
+            "the store in {} is in use by another process (pid {pid}; stop the broker before \
+             repairing its store)",
             data.display()
         )),
         "{}",

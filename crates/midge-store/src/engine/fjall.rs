@@ -5,6 +5,7 @@
 
 use super::{journal, Engine, EngineError, Visit, Write};
 use crate::key::Table;
+use crate::lock::StoreLock;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,9 @@ pub struct FjallEngine {
     db: Database,
     dir: PathBuf,
     tables: Vec<(Table, Keyspace)>,
+    /// The data directory's lock (`lock.rs`); `None` for a salvage copy, which no broker
+    /// opens.
+    lock: Option<StoreLock>,
 }
 
 /// Lists each table's directory, relative to the store, once the store exists. fjall
@@ -26,9 +30,15 @@ pub struct FjallEngine {
 const TABLES_FILE: &str = "midge-tables";
 
 impl FjallEngine {
-    /// Opens (or creates) the database in `dir`. A table whose directory has disappeared
-    /// since the store was made is damage: an error naming it, not an empty table.
+    /// Opens (or creates) the database in `dir` (made if missing). A table whose
+    /// directory has disappeared since the store was made is damage: an error naming it,
+    /// not an empty table. [`EngineError::Locked`] (naming the holder's pid) when another
+    /// process has the store open, even one whose directory was replaced since.
     pub fn open(dir: &Path) -> Result<FjallEngine, EngineError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::Io(format!("{}: cannot create: {e}", dir.display())))?;
+        // First: nothing below may read or change files another process owns.
+        let store_lock = StoreLock::acquire(dir)?;
         let has_files = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
         if has_files && !dir.join("version").exists() {
             // fjall would fail with "File exists (os error 17)".
@@ -54,7 +64,7 @@ impl FjallEngine {
             journal::check_before_open(dir).map_err(EngineError::Damaged)?;
             drop(lock);
         }
-        FjallEngine::open_unchecked(dir)
+        FjallEngine::open_unchecked(dir, Some(store_lock))
     }
 
     /// Opens a damaged copy for salvage: missing tables are made empty, and journals
@@ -71,10 +81,10 @@ impl FjallEngine {
                 .map_err(|e| EngineError::Io(format!("{}: {e}", dir.display())))?,
         );
         drop(lock);
-        Ok((FjallEngine::open_unchecked(dir)?, notes))
+        Ok((FjallEngine::open_unchecked(dir, None)?, notes))
     }
 
-    fn open_unchecked(dir: &Path) -> Result<FjallEngine, EngineError> {
+    fn open_unchecked(dir: &Path, lock: Option<StoreLock>) -> Result<FjallEngine, EngineError> {
         let db = Database::builder(dir)
             // The journal is replayed at start-up after a crash: keep it at fjall's
             // minimum so that replay stays short (see docs/design/storage.md).
@@ -92,6 +102,7 @@ impl FjallEngine {
             db,
             dir: dir.to_path_buf(),
             tables,
+            lock,
         };
         engine.record_tables()?;
         Ok(engine)
@@ -178,9 +189,9 @@ pub fn lock_store(dir: &Path) -> Result<Option<std::fs::File>, EngineError> {
     };
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Locked(
-            "the database is locked by another process".into(),
-        )),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(EngineError::Locked("its lock file is held".into()))
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(EngineError::Io(format!(
             "cannot lock {}: {e}",
             path.display()
@@ -208,7 +219,9 @@ fn opening(dir: &Path) -> String {
 fn classify(e: fjall::Error, context: &str) -> EngineError {
     use fjall::Error as F;
     match e {
-        F::Locked => EngineError::Locked("the database is locked by another process".into()),
+        // The store's own lock (`lock.rs`) was free: the holder is out of reach of it (another
+        // network namespace, another machine sharing the directory).
+        F::Locked => EngineError::Locked("its lock file is held".into()),
         F::Io(io) | F::Storage(fjall::LsmError::Io(io)) => {
             EngineError::Io(format!("{context}: {io}"))
         }
@@ -253,14 +266,10 @@ impl Engine for FjallEngine {
     }
 
     fn close(&self) -> Result<(), EngineError> {
-        if !self.dir.join("version").exists() {
-            // The directory was removed while open: fjall's flush would wait forever for
-            // files it cannot write. Nothing left to keep.
-            return Err(EngineError::Io(format!(
-                "{}: the data directory disappeared while the store was open",
-                self.dir.display()
-            )));
-        }
+        // A directory removed (or replaced) while open: fjall's flush would wait forever
+        // for files it cannot write (or collides with the new directory's: "File
+        // exists"). Nothing left to keep.
+        self.check_location()?;
         self.sync()?;
         // Without this the next open replays the whole journal into memory.
         self.flush_tables()
@@ -294,6 +303,19 @@ impl Engine for FjallEngine {
             }
         }
         Ok(())
+    }
+
+    fn check_location(&self) -> Result<(), EngineError> {
+        match &self.lock {
+            Some(lock) => lock.check(),
+            None => Ok(()),
+        }
+    }
+
+    fn tick(&self) {
+        if let Some(lock) = &self.lock {
+            lock.answer_queries();
+        }
     }
 
     fn last_key(&self, table: Table) -> Result<Option<Vec<u8>>, EngineError> {

@@ -45,12 +45,18 @@ pub enum EngineError {
     Locked(String),
     /// Reading or writing failed (disk full, permissions, I/O error).
     Io(String),
+    /// The data directory was removed or replaced while open: writes would land in files
+    /// no later start finds.
+    Gone(String),
 }
 
 impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EngineError::Damaged(s) | EngineError::Locked(s) | EngineError::Io(s) => f.write_str(s),
+            EngineError::Damaged(s)
+            | EngineError::Locked(s)
+            | EngineError::Io(s)
+            | EngineError::Gone(s) => f.write_str(s),
         }
     }
 }
@@ -96,4 +102,14 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The greatest key of a table.
     fn last_key(&self, table: Table) -> Result<Option<Vec<u8>>, EngineError>;
+
+    /// Fails once the engine's files are no longer where it opened them (the data
+    /// directory was removed or replaced). Cheap: the writer calls it before each batch
+    /// and about once a second while idle.
+    fn check_location(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Housekeeping the writer runs about once a second while idle.
+    fn tick(&self) {}
 }
