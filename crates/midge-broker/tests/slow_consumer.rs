@@ -314,6 +314,15 @@ async fn a_persistent_stuck_subscriber_keeps_what_its_queue_policy_keeps() {
         (0..kept.len()).collect::<Vec<_>>(),
         "the oldest were kept, the newest dropped (as Mosquitto does)"
     );
+    // The store is closed before its directory goes (the session's expiry timer would
+    // otherwise hold it until the runtime ends, after the directory was removed).
+    if let Some(broker) = b.broker {
+        broker
+            .shutdown_within(Duration::from_secs(10))
+            .await
+            .expect("store closed");
+    }
+    drop(dir);
 }
 
 /// In a shared group, a member that does not keep up gets no share while another member
