@@ -193,6 +193,25 @@ async fn wait_ack(publ: &mut TestClient, id: Option<u16>) -> usize {
     1
 }
 
+/// A healthy subscriber of `filter` and a publisher on `slow/t`: publishes `n` messages
+/// at `qos`, paced by what the healthy one received. Returns both clients, the message
+/// numbers the healthy one got, in order, and the acknowledgements the publisher got.
+async fn healthy_run(
+    b: &TestBroker,
+    v: ProtocolVersion,
+    filter: &str,
+    qos: QoS,
+    n: usize,
+) -> (TestClient, TestClient, Vec<usize>, usize) {
+    let mut healthy = b.client(v, "healthy").await;
+    healthy.subscribe(filter, qos).await;
+    let mut reader = Reader::spawn(healthy, n);
+    let mut publ = b.client(v, "publisher").await;
+    let acked = publish(&mut publ, "slow/t", qos, n, &mut reader.count, AHEAD).await;
+    let (healthy, got) = reader.finish().await;
+    (healthy, publ, got, acked)
+}
+
 /// Runs one stuck and one healthy subscriber on `slow/t` at `qos` and checks that the
 /// healthy one and the publisher are not held up: every message reaches the healthy
 /// subscriber, in order, every QoS 1 PUBLISH is acknowledged, and the stuck
@@ -269,22 +288,9 @@ async fn a_persistent_stuck_subscriber_keeps_what_its_queue_policy_keeps() {
         c.properties.session_expiry_interval = Some(300);
     })
     .await;
-    let mut healthy = b.client(v, "healthy").await;
-    healthy.subscribe("slow/t", QoS::AtLeastOnce).await;
     let n = 2_000;
-    let mut reader = Reader::spawn(healthy, n);
-    let mut publ = b.client(v, "publisher").await;
-    let acked = publish(
-        &mut publ,
-        "slow/t",
-        QoS::AtLeastOnce,
-        n,
-        &mut reader.count,
-        AHEAD,
-    )
-    .await;
+    let (_healthy, _publ, got, acked) = healthy_run(&b, v, "slow/t", QoS::AtLeastOnce, n).await;
     assert_eq!(acked, n);
-    let (_healthy, got) = reader.finish().await;
     assert_eq!(got.len(), n);
     let dropped = sizes(&b, "stuck").dropped as usize;
     assert!(dropped > 0);
@@ -391,21 +397,9 @@ async fn a_stuck_shared_group_does_not_slow_another_group() {
         c.client_id = "stuck".into()
     })
     .await;
-    let mut healthy = b.client(V5, "healthy").await;
-    healthy.subscribe("$share/b/slow/t", QoS::AtLeastOnce).await;
-    let mut reader = Reader::spawn(healthy, N);
-    let mut publ = b.client(V5, "publisher").await;
-    let acked = publish(
-        &mut publ,
-        "slow/t",
-        QoS::AtLeastOnce,
-        N,
-        &mut reader.count,
-        AHEAD,
-    )
-    .await;
+    let (_healthy, _publ, got, acked) =
+        healthy_run(&b, V5, "$share/b/slow/t", QoS::AtLeastOnce, N).await;
     assert_eq!(acked, N);
-    let (_healthy, got) = reader.finish().await;
     assert_eq!(got, (0..N).collect::<Vec<_>>());
     assert!(sizes(&b, "stuck").dropped > 0);
 }
@@ -508,22 +502,9 @@ async fn with_publisher_backpressure_a_stuck_subscriber_holds_publishers_only_fo
         c.client_id = "stuck".into()
     })
     .await;
-    let mut healthy = b.client(V5, "healthy").await;
-    healthy.subscribe("slow/t", QoS::AtLeastOnce).await;
     let n = 3_000;
-    let mut reader = Reader::spawn(healthy, n);
-    let mut publ = b.client(V5, "publisher").await;
-    let acked = publish(
-        &mut publ,
-        "slow/t",
-        QoS::AtLeastOnce,
-        n,
-        &mut reader.count,
-        AHEAD,
-    )
-    .await;
+    let (_healthy, _publ, got, acked) = healthy_run(&b, V5, "slow/t", QoS::AtLeastOnce, n).await;
     assert_eq!(acked, n);
-    let (_healthy, got) = reader.finish().await;
     assert_eq!(got, (0..n).collect::<Vec<_>>());
     assert!(
         stat(&b, |s| &s.publish_paced) > 0,

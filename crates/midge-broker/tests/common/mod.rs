@@ -144,16 +144,7 @@ impl TestClient {
     /// Opens a TCP connection and sends nothing.
     pub async fn tcp(addr: SocketAddr, version: ProtocolVersion) -> TestClient {
         let stream = TcpStream::connect(addr).await.expect("tcp connect");
-        // Fails if the broker already closed the connection; reads then tell.
-        let _ = stream.set_nodelay(true);
-        TestClient {
-            stream,
-            buf: BytesMut::new(),
-            pending: VecDeque::new(),
-            version,
-            next_id: 0,
-            closed: false,
-        }
+        Self::over(stream, version)
     }
 
     /// Opens a TCP connection whose receive buffer is about `bytes` (the kernel doubles
@@ -171,6 +162,12 @@ impl TestClient {
         .expect("socket");
         socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let stream = socket.connect(addr).await.expect("tcp connect");
+        Self::over(stream, version)
+    }
+
+    /// A client on a connected stream (nothing sent yet).
+    fn over(stream: TcpStream, version: ProtocolVersion) -> TestClient {
+        // Fails if the broker already closed the connection; reads then tell.
         let _ = stream.set_nodelay(true);
         TestClient {
             stream,
