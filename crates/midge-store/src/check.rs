@@ -155,14 +155,7 @@ pub fn check(dir: impl AsRef<Path>) -> Report {
     // A running broker may hold the directory even when its files are gone (it was
     // replaced under the broker): say so before looking at what is in it.
     if let Err(EngineError::Locked(what)) = crate::lock::StoreLock::acquire(dir) {
-        report.engine_problem(
-            "engine",
-            format!(
-                "the store is in use by another process ({what}): stop the broker before \
-                 checking its store"
-            ),
-        );
-        report.repairable = false;
+        refuse_in_use(&mut report, &what);
         return report;
     }
     // Opening creates a database where there is none: look first, so that checking the
@@ -193,14 +186,7 @@ pub fn check(dir: impl AsRef<Path>) -> Report {
     match FjallEngine::open(dir) {
         Ok(engine) => check_engine(&engine, &mut report),
         Err(EngineError::Locked(what)) => {
-            report.engine_problem(
-                "engine",
-                format!(
-                    "the store is in use by another process ({what}): stop the broker before \
-                     checking its store"
-                ),
-            );
-            report.repairable = false;
+            refuse_in_use(&mut report, &what);
         }
         Err(e) => report.engine_problem("engine", format!("the store cannot be opened: {e}")),
     }
@@ -632,4 +618,17 @@ fn copy_table<E: Engine, F: Engine>(
     report.kept.insert(table.name(), kept);
     report.left.insert(table.name(), left);
     write_err.map_or(Ok(()), Err)
+}
+
+/// The store is held by a running broker (`what` says by whom): neither checked nor
+/// repaired.
+fn refuse_in_use(report: &mut Report, what: &str) {
+    report.engine_problem(
+        "engine",
+        format!(
+            "the store is in use by another process ({what}): stop the broker before \
+             checking its store"
+        ),
+    );
+    report.repairable = false;
 }
