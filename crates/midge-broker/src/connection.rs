@@ -45,6 +45,14 @@ pub(crate) const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// `Conn::acknowledge`); past it the publisher goes on and the subscriber's hard limit
 /// applies.
 pub(crate) const ACK_HOLD_MAX: Duration = Duration::from_secs(2);
+/// A fresh TCP connection that sends nothing after its CONNACK parks this soon (unless
+/// `park_idle_after` is shorter), not after `park_idle_after`: a burst of connecting clients
+/// that then sit idle (a fleet reconnecting) costs the parked size per connection right
+/// away, and the tasks they give up are reused by the next connections of the burst
+/// instead of lying in the allocator's dirty pages (docs/design/idle-memory.md, round 5).
+/// A client that subscribes or publishes at once is read before this and never parked by
+/// it; one slower than this (a long round trip) pays one park and resume.
+pub(crate) const FIRST_PARK_AFTER: Duration = Duration::from_millis(50);
 /// Largest packet the protocol can express: remaining length 268,435,455 + 5 header bytes.
 pub(crate) const PROTOCOL_MAX_PACKET: usize = 268_435_455 + 5;
 
@@ -525,7 +533,7 @@ where
     let close = match connected {
         Ok(()) => {
             start_serving(conn);
-            serve(conn, &mut reader, &mut writer, &mut rbuf, false).await
+            serve(conn, &mut reader, &mut writer, &mut rbuf, Parking::Off).await
         }
         Err(close) => close,
     };
@@ -647,14 +655,26 @@ async fn read_before_connack<R: AsyncRead + Unpin>(
     }
 }
 
-/// The main loop after a successful CONNECT. With `can_park` (plain TCP with a park
-/// table) it returns `Close::Park` when asked to park while idle.
+/// Whether the main loop may end in `Close::Park`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parking {
+    /// Never (not plain TCP, or no park table).
+    Off,
+    /// When the keep-alive wheel asks, idle for `park_idle_after`.
+    WhenAsked,
+    /// Right after CONNECT: also once idle for [`FIRST_PARK_AFTER`] if nothing is read
+    /// before, then as `WhenAsked`.
+    SoonAfterConnect,
+}
+
+/// The main loop after a successful CONNECT. With `parking` other than `Off` (plain TCP
+/// with a park table) it returns `Close::Park` when it should park while idle.
 pub(crate) async fn serve<R, W>(
     conn: &mut Conn,
     reader: &mut R,
     writer: &mut W,
     rbuf: &mut BytesMut,
-    can_park: bool,
+    parking: Parking,
 ) -> Close
 where
     R: AsyncRead + Unpin,
@@ -668,6 +688,13 @@ where
         return Close::Shutdown;
     }
     let max_in = conn.max_packet_in();
+    let can_park = parking != Parking::Off;
+    // Boxed, and only until the first read: a fresh connection's early park (see
+    // `FIRST_PARK_AFTER`).
+    let mut first_park = (parking == Parking::SoonAfterConnect).then(|| {
+        let after = FIRST_PARK_AFTER.min(conn.broker.config.park_idle_after);
+        Box::pin(tokio::time::sleep(after))
+    });
     loop {
         // A client over its publish rate is not read (nor its buffered packets handled)
         // until the rate window ends. One clock read serves the PUBLISH packets of this
@@ -787,6 +814,10 @@ where
             Some(s) => s.poll_timer(cx),
             None => Poll::Pending,
         });
+        let first_park_due = std::future::poll_fn(|cx| match first_park.as_mut() {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        });
         tokio::select! {
             biased;
             r = writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match r {
@@ -806,6 +837,8 @@ where
                 Ok(n) => {
                     conn.broker.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                     conn.read_since_drain = true;
+                    // The client is doing something: parking is the wheel's business now.
+                    first_park = None;
                 }
             },
             _ = notified => {}
@@ -826,6 +859,13 @@ where
             () = stalled => {
                 if let Some(close) = conn.stall_fired() {
                     return close;
+                }
+            }
+            () = first_park_due => {
+                first_park = None;
+                // Idle since its CONNACK: park (the park table checks the session again).
+                if rbuf.is_empty() && conn.is_idle() && conn.wbuf.is_empty() {
+                    return Close::Park;
                 }
             }
         }

@@ -2,7 +2,7 @@
 
 use crate::broker::BrokerInner;
 use crate::config::ListenerConfig;
-use crate::connection::{Close, Conn};
+use crate::connection::{Close, Conn, Parking};
 use crate::parking::Parked;
 use crate::tls::TlsListener;
 use bytes::BytesMut;
@@ -169,11 +169,14 @@ fn serve_tcp(
         } else {
             conn.resumed();
         }
-        let can_park = conn.broker.parking.is_some();
+        let parking = match (conn.broker.parking.is_some(), connected) {
+            (false, _) => Parking::Off,
+            (true, false) => Parking::SoonAfterConnect,
+            (true, true) => Parking::WhenAsked,
+        };
         let (mut reader, mut writer) = stream.split();
         let close =
-            crate::connection::serve(&mut conn, &mut reader, &mut writer, &mut rbuf, can_park)
-                .await;
+            crate::connection::serve(&mut conn, &mut reader, &mut writer, &mut rbuf, parking).await;
         if matches!(close, Close::Park) {
             park_tcp(live, conn, stream);
         } else {

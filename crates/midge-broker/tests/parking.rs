@@ -354,3 +354,25 @@ async fn a_client_that_pings_and_closes_at_once_leaves_its_will() {
         leaver.expect_closed().await;
     }
 }
+
+/// A new connection that sends nothing after its CONNACK parks soon (50 ms), without
+/// waiting for `park_idle_after` (an hour here, so the keep-alive wheel never asks): a
+/// burst of idle clients costs the parked size at once (docs/design/idle-memory.md,
+/// round 5). Parked this early, it is still everything a connection is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_new_connection_parks_without_waiting_for_park_idle_after() {
+    for v in V3_AND_V5 {
+        let b = TestBroker::start_with(|c| c.park_idle_after = Duration::from_secs(3600)).await;
+        let mut count = parked(&b);
+        let mut idle = b.client(v, "idle").await;
+        until_parked(&mut count, 1).await;
+        // Resumed by its own SUBSCRIBE: [MQTT-3.8.4-1] the SUBACK comes all the same.
+        idle.subscribe("early/#", QoS::AtLeastOnce).await;
+        let mut publisher = b.client(v, "pub").await;
+        publisher
+            .publish("early/1", "hello", QoS::AtLeastOnce)
+            .await;
+        let got = idle.recv_publish_acked().await;
+        assert_eq!(&got.payload[..], b"hello", "{v:?}");
+    }
+}

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, kill, wait_for_port, MIDGE};
+use support::{free_port, kill, wait_for_port, write_tls_files, MIDGE};
 
 /// A `midge` broker process, killed on drop.
 struct Broker {
@@ -28,6 +28,33 @@ impl Broker {
         let broker = Broker { child, port };
         wait_for_port(port);
         broker
+    }
+
+    /// A broker whose only listener is TLS (a certificate for localhost and 127.0.0.1 in
+    /// `dir`); returns it and the CA file.
+    fn start_tls(dir: &std::path::Path) -> (Broker, String) {
+        let port = free_port();
+        let cafile = write_tls_files(dir);
+        let d = dir.display();
+        let conf = dir.join("broker.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\n\
+                 certfile {d}/server.pem\nkeyfile {d}/server.key\npersistence false\n"
+            ),
+        )
+        .expect("conf");
+        let child = Command::new(MIDGE)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("midge starts");
+        let broker = Broker { child, port };
+        wait_for_port(port);
+        (broker, cafile)
     }
 
     fn bench(&self, args: &[&str]) -> Command {
@@ -118,6 +145,64 @@ fn conn_opens_50_connections_and_reads_the_broker_rss() {
     assert_eq!(v["closed_early"], 0);
     assert!(
         v["broker_rss_after_kb"].as_u64().is_some_and(|kb| kb > 0),
+        "{v}"
+    );
+}
+
+#[test]
+fn conn_and_pubsub_run_over_tls_and_time_each_handshake() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (broker, cafile) = Broker::start_tls(dir.path());
+    let v = run_json(broker.bench(&["conn", "-c", "20", "--hold", "0", "--cafile", &cafile]));
+    assert_eq!(v["connected"], 20, "{v}");
+    assert_eq!(v["connect_failed"], 0, "{v}");
+    // One handshake time per connection, TLS included, so above zero.
+    assert_eq!(v["handshake_us"]["count"], 20, "{v}");
+    assert!(
+        v["handshake_us"]["p50"].as_f64().is_some_and(|us| us > 0.0),
+        "{v}"
+    );
+    // The data path over TLS: QoS 1 counts exact, in order.
+    let v = run_json(broker.bench(&[
+        "pubsub",
+        "--pubs",
+        "2",
+        "--subs",
+        "2",
+        "--pub-topic",
+        "tls/%i",
+        "--sub-topic",
+        "tls/#",
+        "-q",
+        "1",
+        "-s",
+        "64",
+        "--count",
+        "500",
+        "--cafile",
+        &cafile,
+    ]));
+    assert_eq!(v["sent"], 1000, "{v}");
+    assert_eq!(v["completed"], 1000, "{v}");
+    assert_eq!(v["received"], 2000, "{v}");
+    assert_eq!(
+        (&v["duplicates"], &v["gaps"]),
+        (&Value::from(0), &Value::from(0)),
+        "{v}"
+    );
+    // A server certificate from another CA: the handshake fails, counted, not connected.
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_ca = write_tls_files(other.path());
+    let v = json_of(
+        &broker
+            .bench(&["conn", "-c", "1", "--hold", "0", "--cafile", &other_ca])
+            .arg("--json")
+            .output()
+            .expect("midge bench runs"),
+    );
+    assert_eq!(
+        (&v["connected"], &v["connect_failed"]),
+        (&Value::from(0), &Value::from(1)),
         "{v}"
     );
 }

@@ -71,9 +71,17 @@ pub struct Common {
     /// Connection handshakes in progress at once.
     #[arg(long, default_value_t = 100)]
     pub connect_concurrency: usize,
-    /// Seconds to wait for TCP connect plus CONNACK.
+    /// Seconds to wait for TCP connect plus CONNACK (and the TLS handshake with --cafile).
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Connect over TLS, trusting the CA certificates in this PEM file (as mosquitto_pub's
+    /// `--cafile`).
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<std::path::PathBuf>,
+    /// With --cafile: accept a server certificate whose name does not match the host (the
+    /// chain is still checked).
+    #[arg(long, requires = "cafile")]
+    pub insecure: bool,
     /// Client identifier prefix (default `mb<pid>`); identifiers are
     /// `<prefix><c|p|s><index>`.
     #[arg(long)]

@@ -1,6 +1,6 @@
-//! One benchmark connection: TCP connect from a chosen source address, CONNECT/CONNACK,
-//! SUBSCRIBE/SUBACK, then an event loop that reads, writes and lets a [`Role`] (publisher,
-//! subscriber, idle) decide what to send.
+//! One benchmark connection: TCP connect from a chosen source address (then a TLS handshake
+//! with `--cafile`), CONNECT/CONNACK, SUBSCRIBE/SUBACK, then an event loop that reads,
+//! writes and lets a [`Role`] (publisher, subscriber, idle) decide what to send.
 //!
 //! A whole connection is one task and two buffers: no reader/writer task pair, no channel.
 //! Reads and writes are batched (many packets per syscall), which is what lets one core
@@ -12,12 +12,18 @@ use midge_proto::{
     decode, encode, ByteStr, Connect, Packet, Properties, ProtocolVersion, QoS, Subscribe,
     SubscriptionOptions,
 };
+use rustls_pki_types::ServerName;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
 
 /// Stop filling the write buffer above this many bytes; write first.
 pub const WRITE_HIGH: usize = 64 * 1024;
@@ -25,7 +31,7 @@ pub const WRITE_HIGH: usize = 64 * 1024;
 const MAX_PACKET: usize = 268_435_460;
 
 /// How every connection of a run connects.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub target: SocketAddr,
     pub version: ProtocolVersion,
@@ -33,6 +39,54 @@ pub struct Settings {
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// TLS over the TCP connection (`--cafile`), and the name the certificate must carry.
+    pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+/// The connection's byte stream: plain TCP, or TLS over it.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// What a connection does once connected.
@@ -59,7 +113,7 @@ pub enum End {
 
 /// A connected MQTT client.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     pub version: ProtocolVersion,
     /// The broker's Receive Maximum (5.0), else 65,535.
     pub receive_maximum: u16,
@@ -106,8 +160,16 @@ impl Conn {
                 .bind(SocketAddr::new(ip, 0))
                 .with_context(|| format!("cannot bind source address {ip}"))?;
         }
-        let stream = socket.connect(s.target).await?;
-        stream.set_nodelay(true)?;
+        let tcp = socket.connect(s.target).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match &s.tls {
+            None => Stream::Tcp(tcp),
+            Some((tls, name)) => Stream::Tls(Box::new(
+                tls.connect(name.clone(), tcp)
+                    .await
+                    .context("TLS handshake failed")?,
+            )),
+        };
         let mut conn = Conn {
             stream,
             version: s.version,
@@ -261,7 +323,21 @@ impl Conn {
         if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 4 {
             self.rbuf.reserve(self.read_chunk);
         }
-        let (mut rd, mut wr) = self.stream.split();
+        let (stream, rbuf, wbuf) = (&mut self.stream, &mut self.rbuf, &self.wbuf);
+        // One poll reads and writes the same stream (a TLS stream cannot be split without
+        // a lock): a read first, as `biased` did with the halves.
+        let io = std::future::poll_fn(|cx| {
+            let read = std::pin::pin!(stream.read_buf(rbuf));
+            if let Poll::Ready(r) = read.poll(cx) {
+                return Poll::Ready(Event::Read(r));
+            }
+            if !wbuf.is_empty() {
+                if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, wbuf) {
+                    return Poll::Ready(Event::Wrote(r));
+                }
+            }
+            Poll::Pending
+        });
         let has_output = !self.wbuf.is_empty();
         let timer = async move {
             match wake {
@@ -273,8 +349,7 @@ impl Conn {
             biased;
             // An error means the run dropped its sender: a stop as well.
             _ = stop.changed() => Event::Stop,
-            r = rd.read_buf(&mut self.rbuf) => Event::Read(r),
-            r = wr.write(&self.wbuf), if has_output => Event::Wrote(r),
+            e = io => e,
             () = timer, if !has_output => Event::Timer,
         }
     }

@@ -42,6 +42,32 @@ struct Run {
     cut_publishers: watch::Sender<bool>,
 }
 
+/// The TLS connector and server name of `--cafile` (and `--insecure`), if given.
+fn tls_of(
+    c: &Common,
+) -> anyhow::Result<
+    Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+> {
+    let Some(ca) = &c.cafile else {
+        return Ok(None);
+    };
+    let options = midge_client::tls::TlsOptions {
+        ca_file: Some(ca.clone()),
+        insecure: c.insecure,
+        ..Default::default()
+    };
+    let config = options.client_config().context("TLS set-up")?;
+    let name = rustls_pki_types::ServerName::try_from(c.host.clone())
+        .with_context(|| format!("invalid server name {}", c.host))?;
+    Ok(Some((
+        tokio_rustls::TlsConnector::from(Arc::new(config)),
+        name,
+    )))
+}
+
 impl Run {
     fn new(c: &Common) -> anyhow::Result<(Arc<Run>, watch::Sender<bool>)> {
         let target = (c.host.as_str(), c.port)
@@ -63,6 +89,7 @@ impl Run {
                 username: c.username.clone(),
                 password: c.password.clone(),
                 connect_timeout: Duration::from_secs_f64(c.connect_timeout.max(0.001)),
+                tls: tls_of(c)?,
             },
             stats: Arc::new(Stats::new()),
             ifaddrs: c
@@ -108,8 +135,10 @@ impl Run {
             0 => None,
             n => Some(self.ifaddrs[slot as usize % n]),
         };
+        let began = std::time::Instant::now();
         match Conn::open(&self.settings, client_id, local).await {
             Ok(conn) => {
+                self.stats.record_handshake(began.elapsed());
                 self.stats.connected.fetch_add(1, Relaxed);
                 Some(conn)
             }

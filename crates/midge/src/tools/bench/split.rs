@@ -10,7 +10,7 @@
 //! Ctrl-C), and prints its summary as JSON.
 
 use super::cli::ConnArgs;
-use super::stats::{rss_kb, Summary};
+use super::stats::{rss_kb, LatencySummary, Summary};
 use anyhow::Context;
 use serde_json::Value;
 use std::process::Stdio;
@@ -121,6 +121,12 @@ fn child_args(a: &ConnArgs, share: &Share, n: u32, prefix: &str) -> Vec<String> 
     }
     if let Some(p) = &c.password {
         args.extend(["-P".into(), p.clone()]);
+    }
+    if let Some(ca) = &c.cafile {
+        args.extend(["--cafile".into(), ca.display().to_string()]);
+    }
+    if c.insecure {
+        args.push("--insecure".into());
     }
     if let Some(addrs) = &share.ifaddr {
         args.extend(["--ifaddr".into(), addrs.clone()]);
@@ -243,6 +249,7 @@ pub async fn conn(a: ConnArgs, n: u32) -> anyhow::Result<Summary> {
     } else {
         0.0
     };
+    s.handshake_us = worst_handshakes(&summaries);
     s.bench_rss_kb = Some(load_rss);
     s.broker_rss_before_kb = broker_before;
     s.broker_rss_after_kb = broker_after;
@@ -251,6 +258,48 @@ pub async fn conn(a: ConnArgs, n: u32) -> anyhow::Result<Summary> {
         s.rss_per_connection_bytes = Some((after as f64 - b as f64) * 1024.0 / n);
     }
     Ok(s)
+}
+
+/// The processes' handshake times put together: each percentile is the worst process's
+/// (the histograms themselves stay in the processes), the count their sum and the mean
+/// weighted by it.
+fn worst_handshakes(summaries: &[Value]) -> Option<LatencySummary> {
+    let parts: Vec<&Value> = summaries
+        .iter()
+        .map(|v| &v["handshake_us"])
+        .filter(|h| h.is_object())
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let worst = |field: &str| {
+        parts
+            .iter()
+            .filter_map(|h| h[field].as_f64())
+            .fold(0.0, f64::max)
+    };
+    let count: u64 = parts.iter().filter_map(|h| h["count"].as_u64()).sum();
+    let weighted: f64 = parts
+        .iter()
+        .map(|h| h["mean"].as_f64().unwrap_or(0.0) * h["count"].as_f64().unwrap_or(0.0))
+        .sum();
+    Some(LatencySummary {
+        count,
+        min: parts
+            .iter()
+            .filter_map(|h| h["min"].as_f64())
+            .fold(f64::INFINITY, f64::min),
+        p50: worst("p50"),
+        p90: worst("p90"),
+        p99: worst("p99"),
+        p999: worst("p999"),
+        max: worst("max"),
+        mean: if count > 0 {
+            weighted / count as f64
+        } else {
+            0.0
+        },
+    })
 }
 
 /// Passes a child's stderr on, prefixed with its number (its progress line every second

@@ -40,6 +40,8 @@ pub struct Stats {
     /// When the last message arrived, in nanoseconds since `start` (0: none yet).
     pub last_received_ns: AtomicU64,
     latency: Mutex<Histogram<u64>>,
+    /// From the start of the TCP connect to the CONNACK, per successful connection.
+    handshake: Mutex<Histogram<u64>>,
 }
 
 impl Stats {
@@ -60,9 +62,8 @@ impl Stats {
             stalled: AtomicU64::new(0),
             publishers_cut: AtomicU64::new(0),
             last_received_ns: AtomicU64::new(0),
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds"),
-            ),
+            latency: Mutex::new(histogram()),
+            handshake: Mutex::new(histogram()),
         }
     }
 
@@ -81,23 +82,42 @@ impl Stats {
         self.last_received_ns.fetch_max(at, Relaxed);
     }
 
-    pub fn latency_summary(&self) -> Option<LatencySummary> {
-        let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        if h.is_empty() {
-            return None;
-        }
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Some(LatencySummary {
-            count: h.len(),
-            min: us(h.min()),
-            p50: us(h.value_at_quantile(0.50)),
-            p90: us(h.value_at_quantile(0.90)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            max: us(h.max()),
-            mean: h.mean() / 1000.0,
-        })
+    /// Adds one connection's handshake time.
+    pub fn record_handshake(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let mut h = self.handshake.lock().unwrap_or_else(|e| e.into_inner());
+        h.saturating_record(ns.max(1));
     }
+
+    pub fn latency_summary(&self) -> Option<LatencySummary> {
+        summary_of(&self.latency.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn handshake_summary(&self) -> Option<LatencySummary> {
+        summary_of(&self.handshake.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // Constant bounds that hdrhistogram accepts (1 <= low, high >= 2 * low, 3 digits).
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("valid histogram bounds")
+}
+
+fn summary_of(h: &Histogram<u64>) -> Option<LatencySummary> {
+    if h.is_empty() {
+        return None;
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Some(LatencySummary {
+        count: h.len(),
+        min: us(h.min()),
+        p50: us(h.value_at_quantile(0.50)),
+        p90: us(h.value_at_quantile(0.90)),
+        p99: us(h.value_at_quantile(0.99)),
+        p999: us(h.value_at_quantile(0.999)),
+        max: us(h.max()),
+        mean: h.mean() / 1000.0,
+    })
 }
 
 /// Wall-clock nanoseconds since the Unix epoch: the timestamp carried in payloads, so that
@@ -163,6 +183,8 @@ pub struct Summary {
     pub recv_rate: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<LatencySummary>,
+    /// Connection handshakes (TCP connect, TLS, CONNECT to CONNACK), microseconds.
+    pub handshake_us: Option<LatencySummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_rss_before_kb: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,6 +216,7 @@ impl Summary {
         self.stalled_unacked = stats.stalled.load(Relaxed);
         self.publishers_cut = stats.publishers_cut.load(Relaxed);
         self.latency_us = stats.latency_summary();
+        self.handshake_us = stats.handshake_summary();
     }
 
     /// Whether anything went wrong that a script should notice (exit status 1).
@@ -276,6 +299,13 @@ impl Summary {
                 s,
                 "  received     {}{expected} in {:.2} s ({:.0} msg/s); {} duplicates, {} gaps",
                 self.received, self.receive_secs, self.recv_rate, self.duplicates, self.gaps
+            );
+        }
+        if let Some(l) = &self.handshake_us {
+            let _ = writeln!(
+                s,
+                "  handshake us p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (n = {})",
+                l.p50, l.p90, l.p99, l.p999, l.max, l.count
             );
         }
         if let Some(l) = &self.latency_us {
