@@ -13,6 +13,8 @@
 # (other sections of the file are left alone). Every load is bounded in count and time.
 #
 # --quick: one run of 2 s per scenario, 10,000 idle connections only (about 3 minutes).
+# COMPARE_EXTRA_CONF (environment): mosquitto.conf lines added for both brokers, e.g.
+# `set_tcp_nodelay true` (Mosquitto's Nagle off; Midge always sets TCP_NODELAY).
 # --midge BIN: use this midge binary (broker and load) instead of building the work tree.
 set -euo pipefail
 set -f  # scenario arguments hold `#` and `%i`, never globs
@@ -149,8 +151,9 @@ run_one() {
     local scenario=$1 kind=$2 args=$3 broker=$4 mode=$5 run=$6
     local pinned=0 load_pin=()
     if [ "$mode" != unpinned ]; then pinned=1; load_pin=(taskset -c 1); fi
-    BROKER_EXTRA_CONF=""
-    [ "$kind" = tls ] && BROKER_EXTRA_CONF=$TLS_CONF
+    BROKER_EXTRA_CONF=${COMPARE_EXTRA_CONF:-}
+    [ "$kind" = tls ] && BROKER_EXTRA_CONF="$BROKER_EXTRA_CONF
+$TLS_CONF"
     start_broker "$broker" "$pinned"
     if [ "$mode" = hog ]; then
         # The same CPU-bound neighbour for both brokers, on the broker's core.
@@ -275,7 +278,8 @@ SECTION="$WORK/section.md"
     echo "Load average (1, 5, 15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (other work on the" \
          "machine during the run shows here; the load itself adds about 2)."
     echo "Broker config (both): \`listener PORT 127.0.0.1\`, \`allow_anonymous true\`, warnings and errors" \
-         "logged only; Midge started with \`RUST_LOG=warn\`. Payload 64 B (its first 16 B are the stamp)."
+         "logged only${COMPARE_EXTRA_CONF:+, and \`${COMPARE_EXTRA_CONF//$'\n'/\`, \`}\`}; Midge started with \`RUST_LOG=warn\`." \
+         "Payload 64 B (its first 16 B are the stamp)."
     echo
     echo "Metrics: \`recv_rate\` = messages delivered to subscribers per second (from the publishers'" \
          "start to the last message received); \`send_rate\` = PUBLISH per second written by the" \
