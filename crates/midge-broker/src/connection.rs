@@ -729,6 +729,14 @@ where
                 }
             }
         }
+        if conn.scratch.routed_to_full {
+            // What this client published found a connected subscriber's queue full: let
+            // that subscriber's connection (on this worker, maybe) drain before reading
+            // more, instead of reading a whole cooperative budget of messages that would
+            // all be dropped for it. A yield, not a wait: nobody holds this publisher.
+            conn.scratch.routed_to_full = false;
+            tokio::task::yield_now().await;
+        }
         let request = conn.drain_queue(&cell);
         // Asked to park with nothing left in the session: park if nothing is left here
         // either.

@@ -679,7 +679,11 @@ impl SessionCell {
                     && self.allowance_locked(&mut st) > 0;
                 if !hold {
                     self.drop_locked(&mut st, online);
-                    return Delivery::Dropped;
+                    return if online {
+                        Delivery::Full
+                    } else {
+                        Delivery::Dropped
+                    };
                 }
                 st.congested = true;
                 status = Delivery::Congested;

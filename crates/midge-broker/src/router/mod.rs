@@ -30,8 +30,13 @@ pub enum Delivery {
     /// hold its acknowledgement until [`DeliveryTarget::has_room`], at most the target's
     /// [`DeliveryTarget::hold_allowance`].
     Congested,
-    /// Not queued (limit reached, or QoS 0 to an offline session); counted in `$SYS`.
+    /// Not queued (limit reached offline, QoS 0 to an offline session, not readable);
+    /// counted in `$SYS` when over a limit.
     Dropped,
+    /// Not queued: the connected target's queue is at its limit (dropped for it alone and
+    /// counted). The publisher yields its turn before reading more, so that the target's
+    /// connection gets to drain its queue (see `RouteScratch::routed_to_full`).
+    Full,
 }
 
 /// Whether a target can take a message now (shared groups pick a ready member).
@@ -114,6 +119,9 @@ pub struct RouteScratch {
     pub congested: Vec<Arc<dyn DeliveryTarget>>,
     /// Store deliveries of the last message routed (persistent sessions, QoS 1/2).
     pub durable: Vec<midge_store::Delivery>,
+    /// A message routed since the connection last looked found a connected target full
+    /// (`Delivery::Full`); the connection clears it when it yields.
+    pub routed_to_full: bool,
 }
 
 /// What a [`LazyScratch`] reads as before its first write.
@@ -122,6 +130,7 @@ static EMPTY_SCRATCH: RouteScratch = RouteScratch {
     groups: Vec::new(),
     congested: Vec::new(),
     durable: Vec::new(),
+    routed_to_full: false,
 };
 
 /// A connection's [`RouteScratch`], allocated the first time it is written to: a
@@ -238,8 +247,10 @@ impl Router {
             let status = m
                 .target
                 .deliver(msg, m.qos, retain, m.sub_ids, &mut scratch.durable);
-            if status == Delivery::Congested {
-                scratch.congested.push(m.target);
+            match status {
+                Delivery::Congested => scratch.congested.push(m.target),
+                Delivery::Full => scratch.routed_to_full = true,
+                Delivery::Queued | Delivery::Dropped => {}
             }
         }
         n
