@@ -678,8 +678,12 @@ impl SessionCell {
                     && !self.is_full(&st, msg.payload.len(), 2)
                     && self.allowance_locked(&mut st) > 0;
                 if !hold {
+                    // `Full` (the publisher yields once) only for the first drop of a
+                    // congestion: a stuck subscriber stays congested and costs its
+                    // publishers one yield, not one per read.
+                    let first = online && !st.congested;
                     self.drop_locked(&mut st, online);
-                    return if online {
+                    return if first {
                         Delivery::Full
                     } else {
                         Delivery::Dropped

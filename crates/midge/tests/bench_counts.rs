@@ -19,8 +19,13 @@ struct Broker {
 impl Broker {
     fn start() -> Broker {
         let port = free_port();
+        Broker::spawn(port, &["-p", &port.to_string(), "--no-persistence"])
+    }
+
+    /// Runs `midge ARGS`, which listens on `port`, and waits until it accepts.
+    fn spawn<S: AsRef<std::ffi::OsStr>>(port: u16, args: &[S]) -> Broker {
         let child = Command::new(MIDGE)
-            .args(["-p", &port.to_string(), "--no-persistence"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -45,15 +50,7 @@ impl Broker {
             ),
         )
         .expect("conf");
-        let child = Command::new(MIDGE)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("midge starts");
-        let broker = Broker { child, port };
-        wait_for_port(port);
+        let broker = Broker::spawn(port, &[std::ffi::OsStr::new("-c"), conf.as_os_str()]);
         (broker, cafile)
     }
 

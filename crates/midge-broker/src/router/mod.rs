@@ -33,9 +33,10 @@ pub enum Delivery {
     /// Not queued (limit reached offline, QoS 0 to an offline session, not readable);
     /// counted in `$SYS` when over a limit.
     Dropped,
-    /// Not queued: the connected target's queue is at its limit (dropped for it alone and
-    /// counted). The publisher yields its turn before reading more, so that the target's
-    /// connection gets to drain its queue (see `RouteScratch::routed_to_full`).
+    /// Not queued: the connected target's queue reached its limit, the first drop since it
+    /// last drained (later ones are `Dropped`; all are counted). The publisher yields its
+    /// turn before reading more, so that the target's connection gets to drain its queue
+    /// (see `RouteScratch::routed_to_full`).
     Full,
 }
 
