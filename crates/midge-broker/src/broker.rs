@@ -757,6 +757,8 @@ pub struct Broker {
     local_addrs: Vec<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tls_listeners: Vec<(SocketAddr, Arc<TlsListener>)>,
+    /// The listeners' accept loops: each returns, closing its socket, at shutdown.
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Broker {
@@ -860,19 +862,20 @@ impl Broker {
             bound.push((socket, addr, (index, l.clone()), tls));
         }
         let mut local_addrs = Vec::new();
+        let mut accept_loops = Vec::new();
         for (socket, addr, l, tls) in bound {
             tracing::info!(
                 "listening on {addr}{}",
                 if tls.is_some() { " (TLS)" } else { "" }
             );
             local_addrs.push(addr);
-            tokio::spawn(crate::listener::accept_loop(
+            accept_loops.push(tokio::spawn(crate::listener::accept_loop(
                 inner.clone(),
                 socket,
                 l.1,
                 l.0,
                 tls,
-            ));
+            )));
         }
         if !sys_interval.is_zero() {
             tokio::spawn(crate::sys::run(Arc::downgrade(&inner), sys_interval));
@@ -883,6 +886,7 @@ impl Broker {
             local_addrs,
             shutdown_tx,
             tls_listeners,
+            accept_loops,
         })
     }
 
@@ -971,10 +975,16 @@ impl Broker {
         }
     }
 
-    /// Stops accepting, tells every client (5.0: DISCONNECT 0x8B) and waits up to
-    /// `grace` for connections to close.
+    /// Stops accepting (every listening socket is closed when this returns), tells
+    /// every client (5.0: DISCONNECT 0x8B) and waits up to `grace` for connections to
+    /// close.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown_tx.send(true);
+        // An accept loop sees the flag at its next turn; waiting for it means a client
+        // connecting after this returns is refused rather than accepted and kept.
+        for accept_loop in self.accept_loops {
+            let _ = accept_loop.await;
+        }
         // Connections do not each wait on the flag (that would cost every idle connection
         // a waiter): each attached one is asked through its session. One that attaches
         // after this looked at its session sees the flag set when its main loop starts.

@@ -42,9 +42,12 @@ pub async fn accept_loop(
     let mut rate = ConnectionRate::default();
     let mut shutdown = broker.shutdown.clone();
     loop {
+        // Shutdown first: a connection waiting in the backlog when the flag is set is
+        // not accepted (it is reset when the socket closes).
         let accepted = tokio::select! {
-            r = listener.accept() => r,
+            biased;
             _ = shutdown.changed() => return,
+            r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
