@@ -590,19 +590,21 @@ impl BrokerInner {
             st.generation += 1;
             // Offline, its stored messages live in the store only (bounded memory).
             cell.release_queue_to_store(&mut st);
-            let record = st
-                .persistent
-                .then(|| self.session_record(&st, protocol, true));
+            let record = st.persistent.then(|| {
+                let mut ops = persist::qos1_markers(&cell.client_id, &st);
+                ops.push(Op::PutSession {
+                    client: cell.client_id.clone(),
+                    session: self.session_record(&st, protocol, true),
+                });
+                ops
+            });
             (st.generation, st.expiry(), record)
         };
         // Whoever waits for the detach (no connection waits on `notify` any more; a
         // waiter-less wake-up leaves no permit for the next one).
         cell.notify.notify_waiters();
-        if let Some(session) = record {
-            self.commit_detached(vec![Op::PutSession {
-                client: cell.client_id.clone(),
-                session,
-            }]);
+        if let Some(ops) = record {
+            self.commit_detached(ops);
         }
         let session_ends_now = expiry == Some(Duration::ZERO);
         let delete_record = || Op::DeleteWill {

@@ -248,6 +248,10 @@ pub(crate) struct Conn {
     pub connect_expiry_zero: bool,
     pub scratch: LazyScratch,
     pub held_acks: VecDeque<HeldAck>,
+    /// Store writes nothing waits for (acknowledged deliveries), gathered while the
+    /// packets of a read are handled and sent with the next commit of this connection
+    /// (`drain_queue`'s, at the latest): one commit per read, not one per PUBACK.
+    pub unsent_ops: Vec<midge_store::Op>,
     /// Start of the current one-second publish-rate window and PUBLISHes in it.
     pub publish_window: (Instant, u32),
     /// Set while the client is over `max_inbound_message_rate`.
@@ -301,6 +305,7 @@ impl Conn {
             connect_expiry_zero: true,
             scratch: LazyScratch::default(),
             held_acks: VecDeque::new(),
+            unsent_ops: Vec::new(),
             publish_window: (Instant::now(), 0),
             throttle_until: None,
             store_failed: false,
@@ -314,6 +319,7 @@ impl Conn {
     fn is_idle(&self) -> bool {
         self.wbuf.is_empty()
             && self.held_acks.is_empty()
+            && self.unsent_ops.is_empty()
             && self.read_pause.is_none()
             && self.throttle_until.is_none()
             && !self.store_failed
@@ -931,6 +937,11 @@ fn reserve_for_next(rbuf: &mut BytesMut) {
 
 /// Sends what the close calls for, flushes, detaches from the session and fires the will.
 pub(crate) async fn finish<W: AsyncWrite + Unpin>(conn: &mut Conn, writer: &mut W, close: Close) {
+    if !conn.unsent_ops.is_empty() {
+        // Before the detach's writes, so that the store gets this connection's in order.
+        conn.broker
+            .commit_detached(std::mem::take(&mut conn.unsent_ops));
+    }
     if let Some(rc) = conn.closing_disconnect(&close) {
         conn.send(&Packet::Disconnect(Disconnect {
             reason_code: rc,

@@ -95,6 +95,25 @@ pub fn stage_record(stage: crate::session::Stage) -> midge_store::Stage {
     }
 }
 
+/// In-flight markers of the session's QoS 1 deliveries still awaiting PUBACK, written when
+/// its client detaches (they are not written as each is sent, see `drain_queue`): after a
+/// restart they are resent first, with DUP [MQTT-3.3.1-1]. Rewriting a marker that is
+/// stored already (an earlier detach, or a restart) is harmless.
+pub fn qos1_markers(client: &ByteStr, st: &crate::session::SessionState) -> Vec<midge_store::Op> {
+    st.inflight
+        .iter()
+        .filter(|m| m.msg.seq != 0 && m.stage == crate::session::Stage::AwaitPubAck)
+        .map(|m| midge_store::Op::SetInflight {
+            client: client.clone(),
+            seq: m.msg.seq,
+            inflight: midge_store::InflightRecord {
+                packet_id: m.packet_id,
+                stage: midge_store::Stage::AwaitPubAck,
+            },
+        })
+        .collect()
+}
+
 pub fn stage_from_record(stage: midge_store::Stage) -> crate::session::Stage {
     match stage {
         midge_store::Stage::AwaitPubAck => crate::session::Stage::AwaitPubAck,

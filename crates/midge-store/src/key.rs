@@ -29,6 +29,8 @@ pub enum Table {
 }
 
 impl Table {
+    /// Every table, in declaration order: `ALL[t as usize] == t` (the writer keeps one map
+    /// per table, indexed so).
     pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Sessions,
@@ -148,6 +150,13 @@ pub fn show(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_tables_are_in_declaration_order() {
+        for (i, t) in Table::ALL.into_iter().enumerate() {
+            assert_eq!(t as usize, i, "{t:?}");
+        }
+    }
 
     #[test]
     fn client_prefixes_do_not_overlap() {

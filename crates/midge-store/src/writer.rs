@@ -95,6 +95,19 @@ impl Reply {
     }
 }
 
+/// What the batch being built does to one key.
+enum Pending {
+    /// Writes this value. `fresh`: the key had no value in the store before the batch (a
+    /// new queue entry, its body, its first in-flight marker), so removing it again in the
+    /// same batch writes nothing at all.
+    Put { value: Vec<u8>, fresh: bool },
+    /// Deletes the key.
+    Delete,
+    /// Written and removed again within the batch, with no value before it: nothing to
+    /// write, and known to be absent (no engine read needed to say so).
+    Gone,
+}
+
 /// The writer's state: the engine, the live reference counts and the batch being built.
 pub(crate) struct Core<E: Engine> {
     engine: Arc<E>,
@@ -103,8 +116,8 @@ pub(crate) struct Core<E: Engine> {
     refs: HashMap<MessageId, u64>,
     /// Reference count changes of the batch being built, applied once it is written.
     delta: HashMap<MessageId, i64>,
-    /// The batch being built: last write per key.
-    pending: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// The batch being built, per table (`Table as usize`): the last write per key.
+    pending: [HashMap<Vec<u8>, Pending>; Table::ALL.len()],
 }
 
 impl<E: Engine> Core<E> {
@@ -114,24 +127,47 @@ impl<E: Engine> Core<E> {
             path,
             refs,
             delta: HashMap::new(),
-            pending: HashMap::new(),
+            pending: std::array::from_fn(|_| HashMap::new()),
         }
+    }
+
+    fn table(&mut self, table: Table) -> &mut HashMap<Vec<u8>, Pending> {
+        &mut self.pending[table as usize]
     }
 
     fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
-        self.pending.insert((table, key), Some(value));
+        self.put_as(table, key, value, false);
+    }
+
+    /// `new`: the caller knows the key has no value in the store (see [`Pending::Put`]).
+    fn put_as(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>, new: bool) {
+        let map = self.table(table);
+        let fresh = match map.get(&key) {
+            None => new,
+            Some(Pending::Put { fresh, .. }) => *fresh,
+            Some(Pending::Gone) => true,
+            Some(Pending::Delete) => false,
+        };
+        map.insert(key, Pending::Put { value, fresh });
     }
 
     fn delete(&mut self, table: Table, key: Vec<u8>) {
-        self.pending.insert((table, key), None);
+        let map = self.table(table);
+        match map.get_mut(&key) {
+            Some(p @ (Pending::Put { fresh: true, .. } | Pending::Gone)) => *p = Pending::Gone,
+            Some(p) => *p = Pending::Delete,
+            None => {
+                map.insert(key, Pending::Delete);
+            }
+        }
     }
 
-    /// The current value of a key, as the batch being built would leave it.
-    fn current(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        match self.pending.get(&(table, key.to_vec())) {
-            Some(v) => Ok(v.clone()),
-            None => self.engine.get(table, key),
-        }
+    /// Whether `key` was written in this batch with no value before it.
+    fn is_fresh(&self, table: Table, key: &[u8]) -> bool {
+        matches!(
+            self.pending[table as usize].get(key),
+            Some(Pending::Put { fresh: true, .. } | Pending::Gone)
+        )
     }
 
     fn refcount(&self, id: MessageId) -> i64 {
@@ -153,17 +189,26 @@ impl<E: Engine> Core<E> {
 
     /// Removes the queue entry at `key` (if any) and releases its body.
     fn remove_queue_entry(&mut self, qkey: Vec<u8>) -> Result<(), EngineError> {
-        if let Some(bytes) = self.current(Table::Queue, &qkey)? {
-            match QueueEntry::decode(&bytes) {
-                Ok(entry) => self.release(entry.message_id),
-                Err(what) => tracing::warn!(
-                    store = %self.path.display(),
-                    key = %key::show(&qkey),
-                    "removing an unreadable queue entry: {what}"
-                ),
-            }
-            self.delete(Table::Queue, qkey);
+        let decoded = match self.pending[Table::Queue as usize].get(&qkey) {
+            Some(Pending::Put { value, .. }) => Some(QueueEntry::decode(value)),
+            Some(Pending::Delete | Pending::Gone) => None,
+            None => self
+                .engine
+                .get(Table::Queue, &qkey)?
+                .map(|bytes| QueueEntry::decode(&bytes)),
+        };
+        let Some(decoded) = decoded else {
+            return Ok(());
+        };
+        match decoded {
+            Ok(entry) => self.release(entry.message_id),
+            Err(what) => tracing::warn!(
+                store = %self.path.display(),
+                key = %key::show(&qkey),
+                "removing an unreadable queue entry: {what}"
+            ),
         }
+        self.delete(Table::Queue, qkey);
         Ok(())
     }
 
@@ -197,10 +242,12 @@ impl<E: Engine> Core<E> {
                     return Ok(());
                 }
                 if self.refcount(message_id) <= 0 {
-                    self.put(
+                    // Message IDs are not reused: no body with this ID is stored.
+                    self.put_as(
                         Table::Messages,
                         key::message(message_id),
                         record::encode(&*message),
+                        true,
                     );
                 }
                 self.add_ref(
@@ -216,10 +263,13 @@ impl<E: Engine> Core<E> {
                         expires_at: message.expires_at,
                         payload_len: Some(u32::try_from(message.payload.len()).unwrap_or(u32::MAX)),
                     };
-                    self.put(
+                    // A sequence number is not reused while its entry exists
+                    // (`Delivery::seq`): the key holds no value.
+                    self.put_as(
                         Table::Queue,
                         key::client_seq(&d.client, d.seq),
                         entry.encode(),
+                        true,
                     );
                 }
             }
@@ -263,11 +313,14 @@ impl<E: Engine> Core<E> {
         inflight: InflightRecord,
     ) -> Result<(), EngineError> {
         let k = key::client_seq(client, seq);
+        // An entry enqueued in this very batch has no marker stored yet (sequence numbers
+        // start above every stored marker's): its marker is new too.
+        let new = self.is_fresh(Table::Queue, &k);
         if inflight.stage == Stage::AwaitPubComp {
             // Only the packet ID is needed from here on: free the body early.
             self.remove_queue_entry(k.clone())?;
         }
-        self.put(Table::Inflight, k, record::encode(&inflight));
+        self.put_as(Table::Inflight, k, record::encode(&inflight), new);
         Ok(())
     }
 
@@ -294,11 +347,11 @@ impl<E: Engine> Core<E> {
             keys.insert(k.to_vec());
             true
         })?;
-        for ((t, k), v) in &self.pending {
-            if *t == table && k.starts_with(prefix) {
+        for (k, v) in &self.pending[table as usize] {
+            if k.starts_with(prefix) {
                 match v {
-                    Some(_) => keys.insert(k.clone()),
-                    None => keys.remove(k),
+                    Pending::Put { .. } => keys.insert(k.clone()),
+                    Pending::Delete | Pending::Gone => keys.remove(k),
                 };
             }
         }
@@ -308,13 +361,28 @@ impl<E: Engine> Core<E> {
     /// Writes the batch being built in one atomic engine write and, on success, makes its
     /// reference counts current. On failure the batch and its counts are dropped.
     pub fn flush(&mut self) -> Result<(), EngineError> {
-        let batch: Vec<Write> = self
-            .pending
-            .drain()
-            .map(|((table, key), value)| Write { table, key, value })
-            .collect();
+        let mut batch = Vec::new();
+        for (table, map) in Table::ALL.into_iter().zip(&mut self.pending) {
+            for (key, p) in map.drain() {
+                match p {
+                    Pending::Put { value, .. } => batch.push(Write {
+                        table,
+                        key,
+                        value: Some(value),
+                    }),
+                    Pending::Delete => batch.push(Write {
+                        table,
+                        key,
+                        value: None,
+                    }),
+                    Pending::Gone => {}
+                }
+            }
+        }
         let delta = std::mem::take(&mut self.delta);
-        self.engine.write(&batch)?;
+        if !batch.is_empty() {
+            self.engine.write(&batch)?;
+        }
         for (id, d) in delta {
             let n = self.refcount_base(id) + d;
             if n > 0 {
@@ -332,8 +400,19 @@ impl<E: Engine> Core<E> {
 
     /// Forgets the batch being built (after an error while building it).
     pub fn discard(&mut self) {
-        self.pending.clear();
+        for map in &mut self.pending {
+            map.clear();
+        }
         self.delta.clear();
+    }
+
+    /// Whether the batch being built writes anything (entries written and removed again
+    /// within it do not).
+    fn has_writes(&self) -> bool {
+        self.pending
+            .iter()
+            .flat_map(|map| map.values())
+            .any(|p| !matches!(p, Pending::Gone))
     }
 
     pub fn sync(&self) -> Result<(), EngineError> {
@@ -416,10 +495,17 @@ pub(crate) fn run<E: Engine>(
                 None
             };
         }
-        // A batch of empty commits (barriers) writes and syncs nothing: what came before
-        // it was already written and synced by the policy.
-        let empty = core.pending.is_empty() && core.delta.is_empty();
-        if result.is_ok() && !empty {
+        // A batch of empty commits (barriers), or of deliveries whose whole life fell
+        // inside it (enqueued, sent and acknowledged: nothing of them is left to write),
+        // writes and syncs nothing: what came before it was already written and synced by
+        // the policy.
+        let empty = !core.has_writes();
+        if result.is_err() {
+            core.discard();
+        } else if empty {
+            // Only the reference counts move (to where they were, for such deliveries).
+            result = core.flush().map_err(|e| StoreError::engine(&path, e));
+        } else {
             // Written into a directory no later start reads, it would be acknowledged
             // and lost.
             result = core
@@ -427,8 +513,6 @@ pub(crate) fn run<E: Engine>(
                 .check_location()
                 .and_then(|()| core.flush())
                 .map_err(|e| StoreError::engine(&path, e));
-        } else if result.is_err() {
-            core.discard();
         }
         if result.is_ok() && !empty {
             result = after_write(&core, durability, &mut unsynced_since)

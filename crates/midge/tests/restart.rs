@@ -352,6 +352,31 @@ async fn inflight_messages_are_resent_with_dup_and_the_same_packet_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_delivery_in_flight_at_a_shutdown_is_resent_with_dup_after_the_restart() {
+    // A QoS 1 delivery's in-flight marker is written when its client detaches with it
+    // unacknowledged (here: the broker's shutdown ends the connection), not as it is
+    // sent (docs/design/persistence.md).
+    let mut node = Node::start("inflight-q1").await;
+    let mut s = Client::connect(node.addr, "q1-sub", |_| {}).await;
+    s.subscribe("q1/#", QoS::AtLeastOnce).await;
+    let mut p = Client::connect(node.addr, "q1-pub", |c| c.clean_start = true).await;
+    p.publish("q1/x", "unacked", QoS::AtLeastOnce, false, |_| {})
+        .await;
+    let first = s.recv_publish().await; // not acknowledged
+    assert!(!first.dup);
+    node.stop_and_restart().await;
+    let mut s = Client::connect(node.addr, "q1-sub", |_| {}).await;
+    assert!(s.session_present);
+    let again = s.recv_publish().await;
+    assert_eq!(&again.payload[..], b"unacked");
+    assert_eq!(
+        again.packet_id, first.packet_id,
+        "same packet identifier after a restart"
+    );
+    assert!(again.dup, "re-delivered with DUP [MQTT-3.3.1-1]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_qos2_packet_ids_survive_so_a_resend_is_not_delivered_twice() {
     let mut node = Node::start("qos2in").await;
     let mut s = Client::connect(node.addr, "x-sub", |_| {}).await;

@@ -34,7 +34,9 @@ impl Conn {
     pub(crate) fn drain_queue(&mut self, cell: &Arc<SessionCell>) -> Option<Control> {
         let window = self.inflight_window();
         let now = Instant::now();
-        let mut ops = Vec::new();
+        // What the packets just handled left for the store goes first, in one commit with
+        // what this drain adds.
+        let mut ops = std::mem::take(&mut self.unsent_ops);
         let mut st = cell.state.lock();
         let mut park = false;
         if let Some(link) = st.conn.as_mut().filter(|l| l.conn_id == self.conn_id) {
@@ -46,7 +48,11 @@ impl Conn {
             }
             match link.request.take() {
                 Some(Control::Park) => park = true,
-                Some(request) => return Some(request),
+                Some(request) => {
+                    // The connection ends: `finish` commits them.
+                    self.unsent_ops = ops;
+                    return Some(request);
+                }
                 None => {}
             }
         }
@@ -92,7 +98,12 @@ impl Conn {
                 } else {
                     Stage::AwaitPubRec
                 };
-                if q.seq != 0 {
+                // A QoS 1 delivery's marker is written when the client detaches with it
+                // still in flight (`BrokerInner::detach`), not now: most are acknowledged
+                // long before, and a marker lost in a crash costs only the DUP flag of the
+                // resend (its packet identifier comes from `seq`). QoS 2 needs it now: see
+                // `packet_id_for`.
+                if q.seq != 0 && stage == Stage::AwaitPubRec {
                     ops.push(midge_store::Op::SetInflight {
                         client: cell.client_id.clone(),
                         seq: q.seq,

@@ -264,10 +264,11 @@ impl Conn {
             st.remove_inflight(pos).map_or(0, |m| m.msg.seq)
         };
         if seq != 0 {
-            self.broker.commit_detached(vec![midge_store::Op::Dequeue {
+            // Nothing waits for it: committed with this read's other writes.
+            self.unsent_ops.push(midge_store::Op::Dequeue {
                 client: cell.client_id.clone(),
                 seq,
-            }]);
+            });
         }
     }
 
@@ -284,7 +285,7 @@ impl Conn {
                 Some(pos) if a.reason_code.is_error() => {
                     if let Some(m) = st.remove_inflight(pos) {
                         if m.msg.seq != 0 {
-                            op = Some(midge_store::Op::Dequeue {
+                            self.unsent_ops.push(midge_store::Op::Dequeue {
                                 client: cell.client_id.clone(),
                                 seq: m.msg.seq,
                             });
@@ -316,7 +317,13 @@ impl Conn {
         };
         // Once PUBREL is sent the PUBLISH must never be sent again [MQTT-4.3.3-5]: for a
         // stored message the new stage is made durable before PUBREL goes out.
-        let ticket = op.and_then(|op| self.broker.commit(vec![op]));
+        // The deliveries' writes gathered so far go first: one of them may be an earlier
+        // stage of this very entry, which must not land after the new one.
+        let ticket = op.and_then(|op| {
+            let mut ops = std::mem::take(&mut self.unsent_ops);
+            ops.push(op);
+            self.broker.commit(ops)
+        });
         if let Some(rel) = reply {
             self.scratch.congested.clear();
             self.acknowledge_after(Packet::PubRel(rel), ticket);

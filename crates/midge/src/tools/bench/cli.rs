@@ -191,6 +191,11 @@ pub struct SubArgs {
     /// Stop after this many seconds (counted from when all are subscribed).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Subscribers keep a persistent session: Clean Start 0 (3.1.1: clean session 0), in
+    /// 5.0 with this Session Expiry Interval in seconds (3.1.1 sessions do not expire).
+    /// With persistence on, the broker stores their QoS 1/2 messages until acknowledged.
+    #[arg(long, value_name = "SECS")]
+    pub session_expiry: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -219,6 +224,11 @@ pub struct PubSubArgs {
     /// deep queue would otherwise stretch the run; what has not arrived by then is lost.
     #[arg(long, default_value_t = 10.0)]
     pub drain_max: f64,
+    /// Subscribers keep a persistent session: Clean Start 0 (3.1.1: clean session 0), in
+    /// 5.0 with this Session Expiry Interval in seconds (3.1.1 sessions do not expire).
+    /// With persistence on, the broker stores their QoS 1/2 messages until acknowledged.
+    #[arg(long, value_name = "SECS")]
+    pub session_expiry: Option<u32>,
 }
 
 /// `%i` replaced by `index`.

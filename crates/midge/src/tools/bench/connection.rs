@@ -43,6 +43,16 @@ pub struct Settings {
     pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
+/// The session a connection asks for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Session {
+    /// Clean Start 1: nothing kept after the connection (every publisher, and subscribers
+    /// by default).
+    Clean,
+    /// Clean Start 0, kept `expiry` seconds after the connection in 5.0 (`--session-expiry`).
+    Persistent { expiry: u32 },
+}
+
 /// The connection's byte stream: plain TCP, or TLS over it.
 enum Stream {
     Tcp(TcpStream),
@@ -139,16 +149,21 @@ impl Conn {
         s: &Settings,
         client_id: &str,
         local: Option<IpAddr>,
+        session: Session,
     ) -> anyhow::Result<Conn> {
-        tokio::time::timeout(s.connect_timeout, Self::open_inner(s, client_id, local))
-            .await
-            .context("connect timed out")?
+        tokio::time::timeout(
+            s.connect_timeout,
+            Self::open_inner(s, client_id, local, session),
+        )
+        .await
+        .context("connect timed out")?
     }
 
     async fn open_inner(
         s: &Settings,
         client_id: &str,
         local: Option<IpAddr>,
+        session: Session,
     ) -> anyhow::Result<Conn> {
         let socket = if s.target.is_ipv4() {
             TcpSocket::new_v4()?
@@ -179,15 +194,21 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
         };
+        let mut properties = Properties::default();
+        if let Session::Persistent { expiry } = session {
+            if s.version == ProtocolVersion::V5 {
+                properties.session_expiry_interval = Some(expiry);
+            }
+        }
         let connect = Connect {
             protocol: s.version,
-            clean_start: true,
+            clean_start: session == Session::Clean,
             keep_alive: s.keep_alive,
             client_id: ByteStr::from(client_id),
             will: None,
             username: s.username.as_deref().map(ByteStr::from),
             password: s.password.clone().map(|p| p.into_bytes().into()),
-            properties: Properties::default(),
+            properties,
         };
         conn.send(Packet::Connect(Box::new(connect))).await?;
         match conn.recv().await? {

@@ -4,7 +4,7 @@
 use super::cli::{
     expand, parse_ifaddrs, Common, ConnArgs, MessageArgs, PubArgs, PubSubArgs, SubArgs,
 };
-use super::connection::{Conn, End, Role, Settings};
+use super::connection::{Conn, End, Role, Session, Settings};
 use super::publisher::{PublishLimits, PublishTemplate, Publisher};
 use super::stats::{progress, rss_kb, Stats, Summary};
 use super::subscriber::{Idle, Subscriber};
@@ -125,7 +125,13 @@ impl Run {
     }
 
     /// Connects the `slot`-th connection of a phase that started at `phase_start`.
-    async fn connect(&self, slot: u32, client_id: &str, phase_start: Instant) -> Option<Conn> {
+    async fn connect(
+        &self,
+        slot: u32,
+        client_id: &str,
+        phase_start: Instant,
+        session: Session,
+    ) -> Option<Conn> {
         if let Some(rate) = self.connect_rate {
             tokio::time::sleep_until(phase_start + Duration::from_secs_f64(f64::from(slot) / rate))
                 .await;
@@ -136,7 +142,7 @@ impl Run {
             n => Some(self.ifaddrs[slot as usize % n]),
         };
         let began = std::time::Instant::now();
-        match Conn::open(&self.settings, client_id, local).await {
+        match Conn::open(&self.settings, client_id, local, session).await {
             Ok(conn) => {
                 self.stats.record_handshake(began.elapsed());
                 self.stats.connected.fetch_add(1, Relaxed);
@@ -236,6 +242,10 @@ impl Run {
     }
 }
 
+fn session_of(expiry: Option<u32>) -> Session {
+    expiry.map_or(Session::Clean, |expiry| Session::Persistent { expiry })
+}
+
 fn qos_of(v: u8) -> QoS {
     QoS::from_u8(v).unwrap_or(QoS::AtMostOnce)
 }
@@ -246,12 +256,13 @@ fn spawn_subscriber(
     filter: String,
     qos: QoS,
     phase: Instant,
+    session: Session,
 ) -> JoinHandle<()> {
     let run = run.clone();
     tokio::spawn(async move {
         let index = run.start_index + slot;
         let id = run.client_id('s', index);
-        let Some(mut conn) = run.connect(slot, &id, phase).await else {
+        let Some(mut conn) = run.connect(slot, &id, phase, session).await else {
             return;
         };
         conn.set_read_chunk(64 * 1024);
@@ -289,7 +300,7 @@ fn spawn_publisher(
     tokio::spawn(async move {
         let index = run.start_index + slot;
         let id = run.client_id('p', index);
-        let Some(mut conn) = run.connect(phase_slot, &id, phase).await else {
+        let Some(mut conn) = run.connect(phase_slot, &id, phase, Session::Clean).await else {
             return (index, topic, 0);
         };
         conn.set_read_chunk(4096);
@@ -406,7 +417,7 @@ pub async fn conn(a: ConnArgs) -> anyhow::Result<Summary> {
         let run = run.clone();
         handles.push(tokio::spawn(async move {
             let id = run.client_id('c', run.start_index + slot);
-            let conn = run.connect(slot, &id, started).await?;
+            let conn = run.connect(slot, &id, started, Session::Clean).await?;
             run.set_up.fetch_add(1, Relaxed);
             run.drive(conn, &mut Idle, &id, run.stop_rx.clone()).await.0
         }));
@@ -511,7 +522,14 @@ pub async fn subscribe(a: SubArgs) -> anyhow::Result<Summary> {
     let handles: Vec<_> = (0..a.clients)
         .map(|i| {
             let filter = expand(&a.topic, a.common.start_index + i);
-            spawn_subscriber(&run, i, filter, qos_of(a.qos), started)
+            spawn_subscriber(
+                &run,
+                i,
+                filter,
+                qos_of(a.qos),
+                started,
+                session_of(a.session_expiry),
+            )
         })
         .collect();
     run.wait_set_up(u64::from(a.clients)).await;
@@ -554,7 +572,14 @@ pub async fn pubsub(a: PubSubArgs) -> anyhow::Result<Summary> {
     let subs: Vec<_> = (0..a.subs)
         .map(|j| {
             let filter = expand(&a.sub_topic, a.common.start_index + j);
-            spawn_subscriber(&run, j, filter, qos_of(m.qos), started)
+            spawn_subscriber(
+                &run,
+                j,
+                filter,
+                qos_of(m.qos),
+                started,
+                session_of(a.session_expiry),
+            )
         })
         .collect();
     run.wait_set_up(u64::from(a.subs)).await;
