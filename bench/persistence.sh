@@ -4,6 +4,7 @@
 # details in docs/design/persistence-bench.md.
 #
 # Usage: bench/persistence.sh [--only "throughput restart breakdown memory retained-live"] [--duration SECS] [--runs N]
+#                             [--online-rates "80000 120000 160000 open"]
 #                             [--restart-runs N] [--retained N] [--sessions N]
 #                             [--policies "always 1000 never off"] [--midge BIN]
 #                             [--populate BIN] [--out DIR] [--sub-client midge|mosquitto]
@@ -11,14 +12,14 @@
 #
 # throughput: for each fsync policy (`always`, `1000` = the default periodic 1000 ms,
 #   `never`, `off` = `persistence = false`), three loads, each on a fresh broker and data dir:
-#   online  - 8 `midge bench pub` publishers (QoS 1, 64 B, 20 in flight each, as fast as
-#             flow control allows) -> 1 persistent subscriber (`midge sub -c`, MQTT 3.1.1
-#             clean session 0, counting with mawk), connected throughout: every message is
-#             stored, then removed when acknowledged. `midge bench` has no persistent
-#             subscriber (it always connects with clean start), hence `midge sub`, whose
-#             output keeps up where mosquitto_sub (about 30,000 msg/s here) does not.
-#             With `publisher_backpressure` (no time budget): the subscriber paces the
-#             publishers and nothing is dropped, so the delivered rate is the capacity.
+#   online  - `midge bench pubsub`: 8 publishers (QoS 1, 64 B, 20 in flight each) -> 1
+#             subscriber with a persistent session (`--session-expiry 3600`, clean start 0),
+#             connected throughout: every message is stored, then removed when
+#             acknowledged. Once for each offered rate of --online-rates (msg/s for all
+#             publishers; `open` = as fast as flow control allows): delivered rate, loss
+#             (messages dropped at the subscriber's queue limit, max_queued_messages =
+#             1000, when it falls behind), end-to-end latency, broker CPU per delivered
+#             message. The highest rate without loss is the durable path's capacity.
 #             Repeated --runs times, policies in alternating order.
 #   offline - the same publishers while the persistent subscriber is disconnected, with
 #             `max_queued_messages = 0` (no limit): everything is queued on disk (and, for
@@ -48,6 +49,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ONLY="throughput restart breakdown memory retained-live"
 DURATION=15
 OFFLINE_DURATION=10
+ONLINE_RATES="80000 120000 160000 open"
 RUNS=1
 RESTART_RUNS=3
 RETAINED=1000000
@@ -63,6 +65,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --offline-duration) OFFLINE_DURATION=$2; shift ;;
+        --online-rates) ONLINE_RATES=$2; shift ;;
         --runs) RUNS=$2; shift ;;
         --restart-runs) RESTART_RUNS=$2; shift ;;
         --retained) RETAINED=$2; shift ;;
@@ -253,50 +256,34 @@ dir_bytes() {
 broker_errors() { grep -cE ' (ERROR|WARN) ' "$1" || true; }
 
 # --- throughput -------------------------------------------------------------------------
-throughput_online() { # $1 policy, $2 run
-    local dir=$OUT/data-online-$1 conf=$OUT/online-$1.toml lg=$OUT/online-$1-$2.log port p
+throughput_online() { # $1 policy, $2 run, $3 offered rate in msg/s for all publishers (open: as fast as they can)
+    local dir=$OUT/data-online-$1 conf=$OUT/online-$1.toml lg=$OUT/online-$1-$2-$3.log port
+    local p=$OUT/online-$1-$2-$3 rate=()
     rm -rf "$dir"; : > "$lg"
     port=$(free_port)
-    # Paced by the subscriber: a queue that fills holds the publishers (their PUBACK) instead
-    # of dropping, without a time budget, so that the publishers go as fast as the broker
-    # and the subscriber can take messages, nothing is lost, and the delivered rate is the
-    # durable path's capacity. With the default (drop at the queue limit) the publishers
-    # would run ahead and the rate would be the subscriber client's alone.
-    write_config "$conf" "$port" "$dir" "$1" 1000 \
-        "$(printf 'publisher_backpressure = true\npublisher_backpressure_max_ms = 1000')"
+    write_config "$conf" "$port" "$dir" "$1" 1000
     start_broker "$conf" "$port" "$lg"
-    p=$OUT/online-$1-$2
-    start_counter "psub$$" "$port" "$p.sub"
-    sleep 1.5
-    local c0 t0 c1
+    [ "$3" = open ] || rate=(--rate "$(( $3 / 8 ))")
+    local c0 c1
     c0=$(cpu_ticks "$BROKER_PID")
-    t0=$(date +%s.%N)
-    bench_pub "$port" "$DURATION" "$p.pub.json"
-    local sent
-    sent=$(jq .sent "$p.pub.json")
-    stop_counter_at "$p.sub" "$sent" 30
+    "$MIDGE" bench pubsub -p "$port" --pubs 8 --subs 1 -q 1 -s 64 --duration "$DURATION" \
+        "${rate[@]}" --session-expiry 3600 --id-prefix "po$$-" --json --no-progress \
+        > "$p.json" 2>"$p.err" || true
     c1=$(cpu_ticks "$BROKER_PID")
-    local rss hwm
+    local rss hwm size
     rss=$(status_kb "$BROKER_PID" VmRSS); hwm=$(status_kb "$BROKER_PID" VmHWM)
-    local size
     size=$(dir_bytes "$dir")
     stop_broker
-    local got=0 first=0 last=0
-    read -r got first last < "$p.sub.final" || true
-    jq -c -n --arg policy "$1" --argjson run "$2" --slurpfile pub "$p.pub.json" \
-        --argjson got "${got:-0}" --argjson last "${last:-0}" \
-        --argjson t0 "$t0" --argjson cpu "$(( c1 - c0 ))" --argjson tick "$TICK" \
+    jq -c --arg policy "$1" --argjson run "$2" --arg offered "$3" \
+        --argjson cpu "$(( c1 - c0 ))" --argjson tick "$TICK" \
         --argjson rss "$rss" --argjson hwm "$hwm" --argjson size "$size" \
         --argjson errors "$(broker_errors "$lg")" --argjson stop "$STOP_SECS" --argjson rc "$STOP_RC" \
-        '{load: "online", policy: $policy, run: $run, sent: $pub[0].sent, acked: $pub[0].completed,
-          publish_secs: $pub[0].publish_secs, ack_rate: ($pub[0].completed / $pub[0].publish_secs),
-          mean_ack_latency_ms: (8 * 20 / ($pub[0].completed / $pub[0].publish_secs) * 1000),
-          received: $got, recv_rate: (if $last > 0 then $got / ($last - $t0) else 0 end),
-          lost: ($pub[0].completed - $got),
-          cpu_us_per_msg: (if $got > 0 then $cpu / $tick * 1e6 / $got else null end),
+        '{load: "online", policy: $policy, run: $run, offered: $offered, sent, received, lost,
+          loss_pct: (if .sent > 0 then 100 * .lost / .sent else null end), recv_rate,
+          p50_us: .latency_us.p50, p99_us: .latency_us.p99,
+          cpu_us_per_msg: (if .received > 0 then $cpu / $tick * 1e6 / .received else null end),
           rss_kb: $rss, hwm_kb: $hwm, data_bytes: $size, broker_log_warn_error: $errors,
-          stop_secs: $stop, stop_rc: $rc, pub_exit_ok: ($pub[0].stalled_unacked == 0 and $pub[0].publishers_cut == 0)}' \
-        | tee -a "$RES" >&2
+          stop_secs: $stop, stop_rc: $rc}' "$p.json" | tee -a "$RES" >&2
 }
 
 throughput_offline() { # $1 policy, $2 run
@@ -370,8 +357,10 @@ if [[ " $ONLY " == *" throughput "* ]]; then
         order=$POLICIES
         [ $((run % 2)) = 1 ] || order=$(echo "$POLICIES" | tr ' ' '\n' | tac | tr '\n' ' ')
         for policy in $order; do
-            log "online, fsync=$policy, run $run"
-            throughput_online "$policy" "$run"
+            for offered in $ONLINE_RATES; do
+                log "online, fsync=$policy, offered $offered, run $run"
+                throughput_online "$policy" "$run" "$offered"
+            done
         done
     done
     for run in 1; do
