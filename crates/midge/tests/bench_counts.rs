@@ -320,3 +320,69 @@ fn pubsub_pairs_stop_after_the_duration_and_print_a_text_summary() {
     assert!((2_000..=6_000).contains(&received), "{text}");
     assert!(text.contains(", 0 lost"), "{text}");
 }
+
+#[test]
+fn session_expiry_gives_subscribers_a_persistent_session_that_queues_while_they_are_away() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let data = dir.path().join("data");
+    let broker = Broker::spawn(
+        port,
+        &[
+            std::ffi::OsStr::new("-p"),
+            std::ffi::OsStr::new(&port.to_string()),
+            std::ffi::OsStr::new("--data-dir"),
+            data.as_os_str(),
+        ],
+    );
+    let v = run_json(broker.bench(&[
+        "pubsub",
+        "--pubs",
+        "2",
+        "--subs",
+        "1",
+        "-q",
+        "1",
+        "--count",
+        "50",
+        "--session-expiry",
+        "600",
+        "--id-prefix",
+        "keep-",
+    ]));
+    assert_eq!(v["received"], 100, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    // The subscriber `keep-s0` (3.1.1, clean session 0) has left; its session stays and
+    // queues what is published meanwhile [MQTT-3.1.2-4, MQTT-3.1.2-5].
+    let publish = Command::new(MIDGE)
+        .args([
+            "pub",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "bench/away",
+            "-m",
+            "queued",
+        ])
+        .status()
+        .expect("midge pub runs");
+    assert!(publish.success());
+    let out = Command::new(MIDGE)
+        .args([
+            "sub",
+            "-p",
+            &port.to_string(),
+            "-c",
+            "-i",
+            "keep-s0",
+            "-q",
+            "1",
+        ])
+        .args(["-t", "bench/#", "-C", "1", "-W", "10"])
+        .output()
+        .expect("midge sub runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "queued");
+}
