@@ -18,6 +18,7 @@ use crate::key::{self, Table};
 use crate::op::Op;
 use crate::record::{self, InflightRecord, MessageId, QueueEntry, Stage};
 use crate::session_store::Durability;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,25 +142,27 @@ impl<E: Engine> Core<E> {
 
     /// `new`: the caller knows the key has no value in the store (see [`Pending::Put`]).
     fn put_as(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>, new: bool) {
-        let map = self.table(table);
-        let fresh = match map.get(&key) {
-            None => new,
-            Some(Pending::Put { fresh, .. }) => *fresh,
-            Some(Pending::Gone) => true,
-            Some(Pending::Delete) => false,
-        };
-        map.insert(key, Pending::Put { value, fresh });
+        match self.table(table).entry(key) {
+            Entry::Vacant(e) => {
+                e.insert(Pending::Put { value, fresh: new });
+            }
+            Entry::Occupied(mut e) => {
+                let fresh = match e.get() {
+                    Pending::Put { fresh, .. } => *fresh,
+                    Pending::Gone => true,
+                    Pending::Delete => false,
+                };
+                e.insert(Pending::Put { value, fresh });
+            }
+        }
     }
 
     fn delete(&mut self, table: Table, key: Vec<u8>) {
-        let map = self.table(table);
-        match map.get_mut(&key) {
-            Some(p @ (Pending::Put { fresh: true, .. } | Pending::Gone)) => *p = Pending::Gone,
-            Some(p) => *p = Pending::Delete,
-            None => {
-                map.insert(key, Pending::Delete);
-            }
-        }
+        let p = self.table(table).entry(key).or_insert(Pending::Delete);
+        *p = match p {
+            Pending::Put { fresh: true, .. } | Pending::Gone => Pending::Gone,
+            Pending::Put { .. } | Pending::Delete => Pending::Delete,
+        };
     }
 
     /// Whether `key` was written in this batch with no value before it.

@@ -71,21 +71,59 @@ impl Engine for Counting {
     }
 }
 
+/// A store on a counting engine with these sessions, their writes already counted away.
+struct Fixture {
+    engine: Counting,
+    store: Store<Counting>,
+}
+
+impl Fixture {
+    fn with_sessions(clients: &[&str]) -> Fixture {
+        let engine = Counting::default();
+        let store = open(&engine);
+        store.load(SystemTime::now()).expect("load");
+        let f = Fixture { engine, store };
+        f.commit(clients.iter().map(|c| put_session(c)).collect());
+        f.engine.take_delivery_writes();
+        f
+    }
+
+    fn commit(&self, ops: Vec<Op>) {
+        futures_block_on(self.store.commit(ops)).expect("commit");
+    }
+
+    fn enqueue(&self, payload: &[u8], to: &[(&str, u64)]) -> Op {
+        enqueue(&self.store, message("t", payload, None), to)
+    }
+
+    /// The delivery writes of the commits since the last call.
+    fn writes(&self) -> Vec<(Table, bool)> {
+        self.engine.take_delivery_writes()
+    }
+
+    /// The sessions' queues after a restart on the same data: (client, queued, in flight).
+    fn restart(self) -> Vec<(String, u64, usize)> {
+        let Fixture { engine, store } = self;
+        drop(store);
+        let recovered = open(&engine).load(SystemTime::now()).expect("load");
+        recovered
+            .sessions
+            .into_iter()
+            .map(|s| (s.client_id, s.queued, s.inflight.len()))
+            .collect()
+    }
+}
+
+/// Opens a store on `engine` (its writer running); load it before committing.
 fn open(engine: &Counting) -> Store<Counting> {
-    let store = Store::with_engine(
+    Store::with_engine(
         engine.clone(),
         std::path::Path::new("counting-memory"),
         StoreOptions {
             durability: Durability::Always,
         },
     )
-    .expect("store opens");
-    store.load(SystemTime::now()).expect("load");
-    store
-}
-
-fn commit(store: &Store<Counting>, ops: Vec<Op>) {
-    futures_block_on(store.commit(ops)).expect("commit");
+    .expect("store opens")
 }
 
 fn inflight(client: &str, seq: u64, packet_id: u16, stage: Stage) -> Op {
@@ -103,90 +141,51 @@ fn dequeue(client: &str, seq: u64) -> Op {
     }
 }
 
-/// The sessions' queues after a restart on the same data: (client, queued, in flight).
-fn queues_after_restart(engine: &Counting) -> Vec<(String, u64, usize)> {
-    let store = Store::with_engine(
-        engine.clone(),
-        std::path::Path::new("counting-memory"),
-        StoreOptions {
-            durability: Durability::Always,
-        },
-    )
-    .expect("store reopens");
-    let recovered = store.load(SystemTime::now()).expect("load");
-    recovered
-        .sessions
-        .into_iter()
-        .map(|s| (s.client_id, s.queued, s.inflight.len()))
-        .collect()
-}
-
 #[test]
 fn a_qos1_delivery_acknowledged_within_one_batch_writes_nothing() {
-    let engine = Counting::default();
-    let store = open(&engine);
-    commit(&store, vec![put_session("a")]);
-    engine.take_delivery_writes();
-    commit(
-        &store,
-        vec![
-            enqueue(&store, message("t", b"x", None), &[("a", 1)]),
-            inflight("a", 1, 1, Stage::AwaitPubAck),
-            dequeue("a", 1),
-        ],
-    );
-    assert_eq!(engine.take_delivery_writes(), vec![]);
-    drop(store);
-    assert_eq!(queues_after_restart(&engine), vec![("a".into(), 0, 0)]);
+    let f = Fixture::with_sessions(&["a"]);
+    f.commit(vec![
+        f.enqueue(b"x", &[("a", 1)]),
+        inflight("a", 1, 1, Stage::AwaitPubAck),
+        dequeue("a", 1),
+    ]);
+    assert_eq!(f.writes(), vec![]);
+    assert_eq!(f.restart(), vec![("a".into(), 0, 0)]);
 }
 
 #[test]
 fn a_qos2_delivery_completed_within_one_batch_writes_nothing() {
-    let engine = Counting::default();
-    let store = open(&engine);
-    commit(&store, vec![put_session("a")]);
-    engine.take_delivery_writes();
-    commit(
-        &store,
-        vec![
-            enqueue(&store, message("t", b"x", None), &[("a", 1)]),
-            inflight("a", 1, 1, Stage::AwaitPubRec),
-            inflight("a", 1, 1, Stage::AwaitPubComp),
-            dequeue("a", 1),
-        ],
-    );
-    assert_eq!(engine.take_delivery_writes(), vec![]);
-    drop(store);
-    assert_eq!(queues_after_restart(&engine), vec![("a".into(), 0, 0)]);
+    let f = Fixture::with_sessions(&["a"]);
+    f.commit(vec![
+        f.enqueue(b"x", &[("a", 1)]),
+        inflight("a", 1, 1, Stage::AwaitPubRec),
+        inflight("a", 1, 1, Stage::AwaitPubComp),
+        dequeue("a", 1),
+    ]);
+    assert_eq!(f.writes(), vec![]);
+    assert_eq!(f.restart(), vec![("a".into(), 0, 0)]);
 }
+
+/// What removing a stored entry (body, entry, marker) writes: three deletions.
+const REMOVED: [(Table, bool); 3] = [
+    (Table::Messages, false),
+    (Table::Queue, false),
+    (Table::Inflight, false),
+];
 
 #[test]
 fn a_delivery_spanning_batches_is_written_then_deleted() {
-    let engine = Counting::default();
-    let store = open(&engine);
-    commit(&store, vec![put_session("a")]);
-    engine.take_delivery_writes();
-    commit(
-        &store,
-        vec![enqueue(&store, message("t", b"x", None), &[("a", 1)])],
-    );
+    let f = Fixture::with_sessions(&["a"]);
+    f.commit(vec![f.enqueue(b"x", &[("a", 1)])]);
     assert_eq!(
-        engine.take_delivery_writes(),
+        f.writes(),
         vec![(Table::Messages, true), (Table::Queue, true)]
     );
-    commit(&store, vec![inflight("a", 1, 1, Stage::AwaitPubAck)]);
-    assert_eq!(engine.take_delivery_writes(), vec![(Table::Inflight, true)]);
-    commit(&store, vec![dequeue("a", 1)]);
-    assert_eq!(
-        engine.take_delivery_writes(),
-        vec![
-            (Table::Messages, false),
-            (Table::Queue, false),
-            (Table::Inflight, false)
-        ]
-    );
-    drop(store);
-    assert_eq!(queues_after_restart(&engine), vec![("a".into(), 0, 0)]);
+    f.commit(vec![inflight("a", 1, 1, Stage::AwaitPubAck)]);
+    assert_eq!(f.writes(), vec![(Table::Inflight, true)]);
+    f.commit(vec![dequeue("a", 1)]);
+    assert_eq!(f.writes(), REMOVED);
+    assert_eq!(f.restart(), vec![("a".into(), 0, 0)]);
 }
 
 #[test]
@@ -194,79 +193,45 @@ fn a_marker_for_an_entry_stored_earlier_is_deleted_even_within_one_batch() {
     // The entry was written by an earlier batch: its in-flight marker may be stored too
     // (a resend after a reconnect), so the batch that marks and acknowledges it must
     // delete the marker, not merely forget it.
-    let engine = Counting::default();
-    let store = open(&engine);
-    commit(&store, vec![put_session("a")]);
-    commit(
-        &store,
-        vec![enqueue(&store, message("t", b"x", None), &[("a", 1)])],
-    );
-    commit(&store, vec![inflight("a", 1, 1, Stage::AwaitPubAck)]);
-    engine.take_delivery_writes();
-    commit(
-        &store,
-        vec![inflight("a", 1, 1, Stage::AwaitPubAck), dequeue("a", 1)],
-    );
-    assert_eq!(
-        engine.take_delivery_writes(),
-        vec![
-            (Table::Messages, false),
-            (Table::Queue, false),
-            (Table::Inflight, false)
-        ]
-    );
-    drop(store);
-    assert_eq!(queues_after_restart(&engine), vec![("a".into(), 0, 0)]);
+    let f = Fixture::with_sessions(&["a"]);
+    f.commit(vec![f.enqueue(b"x", &[("a", 1)])]);
+    f.commit(vec![inflight("a", 1, 1, Stage::AwaitPubAck)]);
+    f.writes();
+    f.commit(vec![
+        inflight("a", 1, 1, Stage::AwaitPubAck),
+        dequeue("a", 1),
+    ]);
+    assert_eq!(f.writes(), REMOVED);
+    assert_eq!(f.restart(), vec![("a".into(), 0, 0)]);
 }
 
 #[test]
 fn a_shared_body_stays_for_the_subscriber_that_has_not_acknowledged() {
-    let engine = Counting::default();
-    let store = open(&engine);
-    commit(&store, vec![put_session("a"), put_session("b")]);
-    engine.take_delivery_writes();
-    commit(
-        &store,
-        vec![
-            enqueue(&store, message("t", b"x", None), &[("a", 1), ("b", 1)]),
-            inflight("a", 1, 1, Stage::AwaitPubAck),
-            dequeue("a", 1),
-        ],
-    );
+    let f = Fixture::with_sessions(&["a", "b"]);
+    f.commit(vec![
+        f.enqueue(b"x", &[("a", 1), ("b", 1)]),
+        inflight("a", 1, 1, Stage::AwaitPubAck),
+        dequeue("a", 1),
+    ]);
     // b's entry and the body it refers to; nothing of a's.
     assert_eq!(
-        engine.take_delivery_writes(),
+        f.writes(),
         vec![(Table::Messages, true), (Table::Queue, true)]
     );
-    drop(store);
-    assert_eq!(
-        queues_after_restart(&engine),
-        vec![("a".into(), 0, 0), ("b".into(), 1, 0)]
-    );
+    assert_eq!(f.restart(), vec![("a".into(), 0, 0), ("b".into(), 1, 0)]);
 }
 
 #[test]
 fn a_body_reenqueued_after_its_last_reference_went_in_the_same_batch_is_written() {
-    // Entries of two sessions, one acknowledged and removed in an earlier batch; in the
-    // next, the other is removed (deleting the stored body) and a new message queued: the
-    // deletion of the stored records must be written.
-    let engine = Counting::default();
-    let store = open(&engine);
-    commit(&store, vec![put_session("a")]);
-    commit(
-        &store,
-        vec![enqueue(&store, message("t", b"x", None), &[("a", 1)])],
-    );
-    engine.take_delivery_writes();
-    commit(
-        &store,
-        vec![
-            dequeue("a", 1),
-            enqueue(&store, message("t", b"y", None), &[("a", 2)]),
-        ],
-    );
+    // An entry written by an earlier batch is removed (deleting its stored body) in the
+    // same batch as a new message is queued: the deletions of the stored records must be
+    // written, and the new message with them.
+    let f = Fixture::with_sessions(&["a"]);
+    f.commit(vec![f.enqueue(b"x", &[("a", 1)])]);
+    f.writes();
+    f.commit(vec![dequeue("a", 1), f.enqueue(b"y", &[("a", 2)])]);
     assert_eq!(
-        engine.take_delivery_writes(),
+        f.writes(),
         vec![
             (Table::Messages, false),
             (Table::Messages, true),
@@ -275,6 +240,5 @@ fn a_body_reenqueued_after_its_last_reference_went_in_the_same_batch_is_written(
             (Table::Inflight, false)
         ]
     );
-    drop(store);
-    assert_eq!(queues_after_restart(&engine), vec![("a".into(), 1, 0)]);
+    assert_eq!(f.restart(), vec![("a".into(), 1, 0)]);
 }
