@@ -155,6 +155,9 @@ pub fn recover(
         .collect();
     // One value for every restored session (an Arc clone each, not a new rule set).
     let read_access = broker.recovered_read_access();
+    // Timers start once every session is back: a will due at once must find the
+    // subscriptions of sessions restored after its own.
+    let mut timers = Vec::with_capacity(recovered.sessions.len());
     for rs in recovered.sessions {
         let client = ByteStr::from(rs.client_id.as_str());
         let (cell, _) =
@@ -269,8 +272,11 @@ pub fn recover(
                 w.publish_at.saturating_sub(now_ms),
             ));
         }
-        broker.schedule_session_end(&cell, generation, left, will_delay);
+        timers.push((cell, generation, left, will_delay));
         stats.sessions += 1;
+    }
+    for (cell, generation, left, will_delay) in timers {
+        broker.schedule_session_end(&cell, generation, left, will_delay);
     }
     // Wills of sessions that ended while the broker was down are due now.
     for (client, w) in wills {

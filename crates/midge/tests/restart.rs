@@ -487,6 +487,45 @@ async fn a_delayed_will_survives_and_is_sent_by_the_restarted_broker() {
     );
 }
 
+/// A will already due when the broker restarts goes at once, and reaches every
+/// subscriber, including sessions the store returns after the will's own (sessions load
+/// in client ID order: "a-dying" first, then 400 "z-…" sessions) [MQTT-3.1.3-9].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_due_at_the_restart_reaches_sessions_restored_after_its_own() {
+    let mut node = Node::start_with("will-order", 1).await;
+    const WATCHERS: usize = 400;
+    for i in 0..WATCHERS {
+        let mut w = Client::connect(node.addr, &format!("z-watch-{i:03}"), |_| {}).await;
+        w.subscribe("wills/#", QoS::AtLeastOnce).await;
+    }
+    let mut dying = Client::connect(node.addr, "a-dying", |c| {
+        c.will = Some(will("wills/a-dying", Some(1), false));
+    })
+    .await;
+    dying.ping().await;
+    drop(dying);
+    // Only this clean session left connected: the will is pending, and stored.
+    let mut probe = Client::connect(node.addr, "probe", |c| {
+        c.clean_start = true;
+        c.properties.session_expiry_interval = None;
+    })
+    .await;
+    wait_connected(&mut probe, 1).await;
+    if let Some(mut c) = node.child.take() {
+        kill(&mut c);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // real delay time must pass
+    node.spawn().await;
+    let mut last =
+        Client::connect(node.addr, &format!("z-watch-{:03}", WATCHERS - 1), |_| {}).await;
+    assert!(last.session_present);
+    let got = last.recv_publish().await;
+    assert_eq!(
+        (&*got.topic, &got.payload[..]),
+        ("wills/a-dying", &b"offline"[..])
+    );
+}
+
 fn will(topic: &str, delay: Option<u32>, retain: bool) -> Will {
     let mut will = Will {
         topic: ByteStr::from(topic),
