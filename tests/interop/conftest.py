@@ -663,9 +663,17 @@ class Closed(Exception):
 class RawClient:
     """A blocking TCP connection that speaks hand-made MQTT packets."""
 
-    def __init__(self, broker: Broker, v5: bool = False):
+    def __init__(self, broker: Broker, v5: bool = False, rcvbuf: int | None = None):
         self.v5 = v5
-        self.sock = socket.create_connection((broker.host, broker.port), timeout=TIMEOUT)
+        if rcvbuf is None:
+            self.sock = socket.create_connection((broker.host, broker.port), timeout=TIMEOUT)
+        else:
+            # Set before connecting, so that the advertised window is this small from the
+            # start (a client that stops reading then fills it at once).
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(TIMEOUT)
+            self.sock.connect((broker.host, broker.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
@@ -796,8 +804,8 @@ class RawClient:
 def raw_factory():
     made: list[RawClient] = []
 
-    def factory(broker: Broker, v5: bool = False) -> RawClient:
-        r = RawClient(broker, v5)
+    def factory(broker: Broker, v5: bool = False, rcvbuf: int | None = None) -> RawClient:
+        r = RawClient(broker, v5, rcvbuf)
         made.append(r)
         return r
 
