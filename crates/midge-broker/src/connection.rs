@@ -252,6 +252,11 @@ pub(crate) struct Conn {
     /// packets of a read are handled and sent with the next commit of this connection
     /// (`drain_queue`'s, at the latest): one commit per read, not one per PUBACK.
     pub unsent_ops: Vec<midge_store::Op>,
+    /// Position in `held_acks` of the first acknowledgement (PUBREL, PUBCOMP) that waits
+    /// for `unsent_ops` to be durable: `drain_queue` commits them and gives it the ticket,
+    /// which holds the ones behind it too. One commit per read for a read's worth of
+    /// PUBRECs or PUBRELs, not one each.
+    pub read_commit_at: Option<u32>,
     /// Start of the current one-second publish-rate window and PUBLISHes in it.
     pub publish_window: (Instant, u32),
     /// Set while the client is over `max_inbound_message_rate`.
@@ -306,6 +311,7 @@ impl Conn {
             scratch: LazyScratch::default(),
             held_acks: VecDeque::new(),
             unsent_ops: Vec::new(),
+            read_commit_at: None,
             publish_window: (Instant::now(), 0),
             throttle_until: None,
             store_failed: false,

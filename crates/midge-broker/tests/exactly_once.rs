@@ -132,3 +132,75 @@ async fn qos2_from_a_clean_session_is_not_held() {
     publisher.wait_for(|p| matches!(p, Packet::PubRec(_))).await;
     tb.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// Once PUBREL is sent the PUBLISH must never be sent again [MQTT-4.3.3-6]: for a
+/// persistent session the broker makes the delivery's new stage (awaiting PUBCOMP) durable
+/// before PUBREL goes out, or a restart after a crash would resend the PUBLISH. PUBREC's
+/// write is gathered with the rest of the read's and committed at its end; PUBREL waits.
+#[tokio::test]
+async fn pubrel_waits_for_the_durable_record_of_the_pubrec() {
+    for version in V3_AND_V5 {
+        let engine = HoldEngine::default();
+        let mut tb = start(&engine).await;
+        let (mut sub, _) = TestClient::connect_persistent(tb.addr, version, "sub").await;
+        sub.subscribe("t/#", QoS::ExactlyOnce).await;
+        let mut publisher = tb.client(version, "pub").await;
+        let id = send_qos2(&mut publisher, "t/a", "m").await;
+        let delivery = sub.recv_publish().await;
+        assert_eq!(delivery.qos, QoS::ExactlyOnce);
+        // A SUBACK waits for its commit, which comes after the delivery's in-flight
+        // marker: once it is here, nothing of the delivery is still being written.
+        sub.subscribe("other/#", QoS::AtMostOnce).await;
+
+        let held = engine.hold();
+        sub.send(&Packet::PubRec(PubResp::new(delivery.packet_id)))
+            .await;
+        held_write_arrives(&engine).await;
+        sub.ping().await;
+        assert!(
+            !sub.pending().iter().any(|p| matches!(p, Packet::PubRel(_))),
+            "{version:?}: PUBREL before the new stage is durable"
+        );
+        drop(held);
+        sub.wait_for(|p| matches!(p, Packet::PubRel(r) if r.packet_id == delivery.packet_id))
+            .await;
+        publisher
+            .wait_for(|p| matches!(p, Packet::PubRec(r) if r.packet_id == id))
+            .await;
+        tb.shutdown(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// After PUBCOMP the packet identifier names a new message [MQTT-4.3.3-12]: for a
+/// persistent session its release is durable before PUBCOMP goes out, or a restart after a
+/// crash would take the client's next message with that identifier for a resend and drop
+/// it. PUBREL's write is committed at the end of the read; PUBCOMP waits for it.
+#[tokio::test]
+async fn pubcomp_waits_for_the_durable_release_of_the_packet_identifier() {
+    for version in V3_AND_V5 {
+        let engine = HoldEngine::default();
+        let mut tb = start(&engine).await;
+        let (mut publisher, _) = TestClient::connect_persistent(tb.addr, version, "pub").await;
+        let id = send_qos2(&mut publisher, "nobody/listens", "m").await;
+        publisher
+            .wait_for(|p| matches!(p, Packet::PubRec(r) if r.packet_id == id))
+            .await;
+
+        let held = engine.hold();
+        publisher.send(&Packet::PubRel(PubResp::new(id))).await;
+        held_write_arrives(&engine).await;
+        publisher.ping().await;
+        assert!(
+            !publisher
+                .pending()
+                .iter()
+                .any(|p| matches!(p, Packet::PubComp(_))),
+            "{version:?}: PUBCOMP before the release is durable"
+        );
+        drop(held);
+        publisher
+            .wait_for(|p| matches!(p, Packet::PubComp(c) if c.packet_id == id))
+            .await;
+        tb.shutdown(std::time::Duration::from_secs(1)).await;
+    }
+}

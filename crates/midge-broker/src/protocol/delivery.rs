@@ -130,7 +130,17 @@ impl Conn {
         let park = park && st.nothing_to_send();
         drop(st);
         self.note_queue(full, caught_up, now);
-        if !ops.is_empty() {
+        if let Some(at) = self.read_commit_at.take() {
+            // Acknowledgements wait for these writes (an empty commit still waits for the
+            // earlier ones): the first of them holds the ones after it.
+            let ticket = self.broker.commit(ops);
+            if let Some(held) = usize::try_from(at)
+                .ok()
+                .and_then(|i| self.held_acks.get_mut(i))
+            {
+                held.ticket = ticket;
+            }
+        } else if !ops.is_empty() {
             self.broker.commit_detached(ops);
         }
         park.then_some(Control::Park)
@@ -218,6 +228,24 @@ impl Conn {
             since: now,
             deadline,
             ticket,
+            then: None,
+        });
+    }
+
+    /// Sends `packet` (PUBREL, PUBCOMP) once the writes gathered in `unsent_ops` (the
+    /// one it follows among them) are durable: they are committed together at the end of
+    /// the read (`drain_queue`), in order with the acknowledgements already held.
+    pub(crate) fn acknowledge_after_read_commit(&mut self, packet: Packet) {
+        let now = Instant::now();
+        if self.read_commit_at.is_none() {
+            self.read_commit_at = Some(u32::try_from(self.held_acks.len()).unwrap_or(u32::MAX));
+        }
+        self.held_acks.push_back(HeldAck {
+            packet,
+            waiting: Vec::new(),
+            since: now,
+            deadline: now + ACK_HOLD_MAX,
+            ticket: None,
             then: None,
         });
     }

@@ -278,7 +278,7 @@ impl Conn {
         let Some(cell) = self.session.clone() else {
             return Ok(());
         };
-        let mut op = None;
+        let mut stored = false;
         let reply = {
             let mut st = cell.state.lock();
             match st.inflight_position(a.packet_id) {
@@ -297,7 +297,8 @@ impl Conn {
                     if let Some(m) = st.inflight.get_mut(pos) {
                         m.stage = Stage::AwaitPubComp;
                         if m.msg.seq != 0 {
-                            op = Some(midge_store::Op::SetInflight {
+                            stored = true;
+                            self.unsent_ops.push(midge_store::Op::SetInflight {
                                 client: cell.client_id.clone(),
                                 seq: m.msg.seq,
                                 inflight: midge_store::InflightRecord {
@@ -315,18 +316,17 @@ impl Conn {
                 )),
             }
         };
-        // Once PUBREL is sent the PUBLISH must never be sent again [MQTT-4.3.3-5]: for a
-        // stored message the new stage is made durable before PUBREL goes out.
-        // The deliveries' writes gathered so far go first: one of them may be an earlier
-        // stage of this very entry, which must not land after the new one.
-        let ticket = op.and_then(|op| {
-            let mut ops = std::mem::take(&mut self.unsent_ops);
-            ops.push(op);
-            self.broker.commit(ops)
-        });
+        // Once PUBREL is sent the PUBLISH must never be sent again [MQTT-4.3.3-6]: for a
+        // stored message the new stage is made durable before PUBREL goes out. It joins
+        // the writes gathered so far (one of them may be an earlier stage of this very
+        // entry, which must not land after the new one), committed at the end of the read.
         if let Some(rel) = reply {
             self.scratch.congested.clear();
-            self.acknowledge_after(Packet::PubRel(rel), ticket);
+            if stored {
+                self.acknowledge_after_read_commit(Packet::PubRel(rel));
+            } else {
+                self.acknowledge_after(Packet::PubRel(rel), None);
+            }
         }
         Ok(())
     }
@@ -348,19 +348,17 @@ impl Conn {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        let ticket = if found && persistent {
-            self.broker.commit(vec![midge_store::Op::RemoveInboundQos2 {
+        self.scratch.congested.clear();
+        let comp = Packet::PubComp(PubResp::with_reason(a.packet_id, rc));
+        if found && persistent && self.broker.store.is_some() {
+            self.unsent_ops.push(midge_store::Op::RemoveInboundQos2 {
                 client: cell.client_id.clone(),
                 packet_id: a.packet_id,
-            }])
+            });
+            self.acknowledge_after_read_commit(comp);
         } else {
-            None
-        };
-        self.scratch.congested.clear();
-        self.acknowledge_after(
-            Packet::PubComp(PubResp::with_reason(a.packet_id, rc)),
-            ticket,
-        );
+            self.acknowledge_after(comp, None);
+        }
         Ok(())
     }
 
