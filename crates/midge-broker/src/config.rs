@@ -117,8 +117,9 @@ pub struct Config {
     /// past its queue limit is held (its acknowledgement, or for QoS 0 its reads) until
     /// the subscriber has room. Off by default: no publisher ever waits on another client.
     pub publisher_backpressure: bool,
-    /// With `publisher_backpressure`, the most a congested subscriber may hold
-    /// publishers in total per second; past it, it holds nobody until it drains.
+    /// With `publisher_backpressure`, the most wall-clock time per second a congested
+    /// subscriber may hold publishers (holds at the same time count once); past it, it
+    /// holds nobody until it drains.
     pub publisher_backpressure_max: Duration,
     /// SIGTERM/SIGINT end the process within this time, whatever clients or the store do.
     pub shutdown_timeout: Duration,

@@ -158,12 +158,11 @@ pub(crate) fn end_wait(
     deadline: Instant,
     now: Instant,
 ) -> bool {
-    let held = now.saturating_duration_since(since);
     let timed_out = deadline <= now;
     waiting.retain(|t| {
         let done = timed_out || t.has_room();
         if done {
-            t.charge_hold(held);
+            t.charge_hold(since, now);
         }
         !done
     });

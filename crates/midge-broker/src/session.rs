@@ -304,15 +304,21 @@ pub struct SessionRare {
 }
 
 /// How long a congested subscriber has held publishers in the current one-second window
-/// (`publisher_backpressure`): at most `publisher_backpressure_max` in total. Once spent,
-/// it holds nobody until its queue drains below its limit (and, after that, until the
-/// window ends if it had spent it all).
+/// (`publisher_backpressure`): at most `publisher_backpressure_max` of wall-clock time.
+/// Publishers held at the same time count once: eight publishers held together for 10 ms
+/// spend 10 ms, not 80, so the budget means the same whatever the number of publishers.
+/// Once spent, it holds nobody until its queue drains below its limit (and, after that,
+/// until the window ends if it had spent it all).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HoldBudget {
     /// Start of the current window, in milliseconds of [`clock_ms`] (wrapping).
     window_start: u32,
     /// Milliseconds publishers were held in it.
     spent_ms: u32,
+    /// The latest span charged, `[from, until)` in [`clock_ms`]: a hold overlapping it
+    /// is charged only for what lies outside.
+    from_ms: u32,
+    until_ms: u32,
     /// Spent it all: holds nobody until the queue drains.
     exhausted: bool,
 }
@@ -332,9 +338,28 @@ impl HoldBudget {
         max_ms.saturating_sub(self.spent_ms)
     }
 
-    /// Records that a publisher was held `ms` milliseconds.
-    pub fn charge(&mut self, ms: u32, max_ms: u32) {
-        self.spent_ms = self.spent_ms.saturating_add(ms);
+    /// Records that a publisher was held from `from_ms` to `to_ms`; the part that
+    /// overlaps the span charged last was paid for already, and the span grows to cover
+    /// both.
+    pub fn charge(&mut self, from_ms: u32, to_ms: u32, max_ms: u32) {
+        // Positions relative to the last span's start: holds last at most seconds, far
+        // from where the wrapping clock would make the signed difference wrong.
+        let rel = |t: u32| t.wrapping_sub(self.from_ms) as i32;
+        let (start, end, last_end) = (rel(from_ms), rel(to_ms), rel(self.until_ms));
+        let new_ms = if last_end > 0 && start <= last_end && end >= 0 {
+            if start < 0 {
+                self.from_ms = from_ms;
+            }
+            if end > last_end {
+                self.until_ms = to_ms;
+            }
+            start.min(0).unsigned_abs() + (end - last_end).max(0).unsigned_abs()
+        } else {
+            self.from_ms = from_ms;
+            self.until_ms = to_ms;
+            to_ms.wrapping_sub(from_ms)
+        };
+        self.spent_ms = self.spent_ms.saturating_add(new_ms);
         if self.spent_ms >= max_ms {
             self.exhausted = true;
         }
@@ -922,13 +947,16 @@ impl DeliveryTarget for SessionCell {
         Duration::from_millis(u64::from(self.allowance_locked(&mut st)))
     }
 
-    fn charge_hold(&self, held: Duration) {
+    fn charge_hold(&self, from: tokio::time::Instant, to: tokio::time::Instant) {
         let max = self.env.limits.backpressure_ms;
         if max == 0 {
             return;
         }
-        let ms = u32::try_from(held.as_millis()).unwrap_or(u32::MAX);
-        self.state.lock().rare_mut().hold.charge(ms, max);
+        self.state
+            .lock()
+            .rare_mut()
+            .hold
+            .charge(clock_ms(from), clock_ms(to), max);
     }
 }
 
@@ -1061,6 +1089,44 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
+
+    /// `publisher_backpressure_max_ms` is wall-clock time: publishers held together
+    /// spend it once, whatever their number and the order their holds end in.
+    #[test]
+    fn holds_at_the_same_time_spend_the_budget_once() {
+        let mut b = HoldBudget::default();
+        assert_eq!(b.allowance(100, 50), 50);
+        for _ in 0..8 {
+            b.charge(100, 110, 50);
+        }
+        assert_eq!(b.allowance(110, 50), 40, "eight identical holds: 10 ms");
+        // A hold inside the last span, then one around it: only what lies outside counts.
+        b.charge(102, 108, 50);
+        b.charge(95, 115, 50);
+        assert_eq!(
+            b.allowance(115, 50),
+            30,
+            "the span grew to 95..115: 20 ms in all"
+        );
+        // A later, separate hold counts in full.
+        b.charge(200, 210, 50);
+        assert_eq!(b.allowance(210, 50), 20);
+        b.charge(300, 330, 50);
+        assert_eq!(b.allowance(330, 50), 0, "spent: holds nobody");
+        b.drained();
+        assert_eq!(b.allowance(1200, 50), 50, "a new window after draining");
+    }
+
+    #[test]
+    fn a_hold_across_the_clock_wrap_is_charged_its_length() {
+        let mut b = HoldBudget::default();
+        let start = u32::MAX - 4;
+        assert_eq!(b.allowance(start, 100), 100);
+        b.charge(start, 5, 100);
+        b.charge(start.wrapping_add(2), 3, 100);
+        assert_eq!(b.allowance(5, 100), 90);
+    }
+
     use super::*;
     use midge_store::{MessageRecord, QueueEntry, QueuedMessage};
 

@@ -75,8 +75,9 @@ pub trait DeliveryTarget: Send + Sync {
     /// How much longer a congested target may hold a publisher now (publisher
     /// back-pressure); zero when it may not.
     fn hold_allowance(&self) -> std::time::Duration;
-    /// Records that a publisher was held this long for the target.
-    fn charge_hold(&self, held: std::time::Duration);
+    /// Records that a publisher was held for the target from `from` to `to` (holds of
+    /// several publishers at once count once).
+    fn charge_hold(&self, from: tokio::time::Instant, to: tokio::time::Instant);
 }
 
 /// The key of one subscription in the trie: a session, and the shared subscription if
