@@ -22,9 +22,19 @@ pub struct StoreLock {
     /// a new directory of the same name meanwhile (ext4 does that at once), and its link
     /// count says whether it was removed.
     handle: std::fs::File,
+    /// When the directory's name was last looked up (milliseconds since `opened`): the
+    /// lookup walks the path, so it is done at most every [`NAME_CHECK_EVERY`].
+    name_checked_ms: std::sync::atomic::AtomicU64,
+    opened: std::time::Instant,
     #[cfg(target_os = "linux")]
     socket: Option<std::os::unix::net::UnixListener>,
 }
+
+/// How often [`StoreLock::check`] looks up the directory by name. A removed directory is
+/// seen at every check through its open handle (link count 0), which costs one `fstat`;
+/// only a directory renamed away, with another one put in its place, needs the name, so
+/// that case is seen within this time.
+const NAME_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What makes a directory itself, not just its name: device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +85,8 @@ impl StoreLock {
             dir: dir.to_path_buf(),
             identity,
             handle,
+            name_checked_ms: std::sync::atomic::AtomicU64::new(0),
+            opened: std::time::Instant::now(),
             #[cfg(target_os = "linux")]
             socket,
         })
@@ -82,10 +94,19 @@ impl StoreLock {
 
     /// Fails with [`EngineError::Gone`] once `dir` no longer names the directory that was
     /// locked (removed, or removed and made again): what is written from then on lands in
-    /// files no later start will find. Cheap (one `stat`).
+    /// files no later start will find. Cheap: one `fstat`, and every
+    /// [`NAME_CHECK_EVERY`] one `stat` of the path (a directory renamed away).
     pub fn check(&self) -> Result<(), EngineError> {
         use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::Ordering;
         let removed = self.handle.metadata().is_ok_and(|m| m.nlink() == 0);
+        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.name_checked_ms.load(Ordering::Relaxed);
+        let every = NAME_CHECK_EVERY.as_millis() as u64;
+        if !removed && last != 0 && now_ms.saturating_sub(last) < every {
+            return Ok(());
+        }
+        self.name_checked_ms.store(now_ms.max(1), Ordering::Relaxed);
         match std::fs::metadata(&self.dir) {
             Ok(now) if !removed && Identity::of(&now) == self.identity => Ok(()),
             Ok(_) => Err(gone(&self.dir, "another directory has its name now")),
@@ -198,6 +219,30 @@ mod tests {
             StoreLock::acquire(&dir),
             Err(EngineError::Locked(_))
         ));
+    }
+
+    /// A directory renamed away keeps its links: only its name tells, and the name is
+    /// looked up at most every `NAME_CHECK_EVERY`; the rename is seen within that.
+    #[test]
+    fn a_directory_renamed_away_and_replaced_fails_the_check_soon() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        let held = StoreLock::acquire(&dir).unwrap();
+        assert_eq!(held.check(), Ok(()));
+        let moved = std::time::Instant::now();
+        std::fs::rename(&dir, tmp.path().join("data.old")).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        loop {
+            if let Err(EngineError::Gone(_)) = held.check() {
+                break;
+            }
+            assert!(
+                moved.elapsed() < NAME_CHECK_EVERY * 5,
+                "the replaced directory still passes the check"
+            );
+            std::thread::yield_now();
+        }
     }
 
     #[test]
