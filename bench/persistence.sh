@@ -4,7 +4,7 @@
 # details in docs/design/persistence-bench.md.
 #
 # Usage: bench/persistence.sh [--only "throughput restart breakdown memory retained-live"] [--duration SECS] [--runs N]
-#                             [--online-rates "80000 120000 160000 open"]
+#                             [--online-rates "80000 120000 160000 open"] [--qos "1 2"]
 #                             [--restart-runs N] [--retained N] [--sessions N]
 #                             [--policies "always 1000 never off"] [--midge BIN]
 #                             [--populate BIN] [--out DIR] [--sub-client midge|mosquitto]
@@ -12,7 +12,7 @@
 #
 # throughput: for each fsync policy (`always`, `1000` = the default periodic 1000 ms,
 #   `never`, `off` = `persistence = false`), three loads, each on a fresh broker and data dir:
-#   online  - `midge bench pubsub`: 8 publishers (QoS 1, 64 B, 20 in flight each) -> 1
+#   online  - `midge bench pubsub`: 8 publishers (QoS 1, or each QoS of --qos; 64 B, 20 in flight each) -> 1
 #             subscriber with a persistent session (`--session-expiry 3600`, clean start 0),
 #             connected throughout: every message is stored, then removed when
 #             acknowledged. Once for each offered rate of --online-rates (msg/s for all
@@ -50,6 +50,7 @@ ONLY="throughput restart breakdown memory retained-live"
 DURATION=15
 OFFLINE_DURATION=10
 ONLINE_RATES="80000 120000 160000 open"
+QOS_LEVELS="1"
 RUNS=1
 RESTART_RUNS=3
 RETAINED=1000000
@@ -66,6 +67,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift ;;
         --offline-duration) OFFLINE_DURATION=$2; shift ;;
         --online-rates) ONLINE_RATES=$2; shift ;;
+        --qos) QOS_LEVELS=$2; shift ;;
         --runs) RUNS=$2; shift ;;
         --restart-runs) RESTART_RUNS=$2; shift ;;
         --retained) RETAINED=$2; shift ;;
@@ -256,9 +258,9 @@ dir_bytes() {
 broker_errors() { grep -cE ' (ERROR|WARN) ' "$1" || true; }
 
 # --- throughput -------------------------------------------------------------------------
-throughput_online() { # $1 policy, $2 run, $3 offered rate in msg/s for all publishers (open: as fast as they can)
-    local dir=$OUT/data-online-$1 conf=$OUT/online-$1.toml lg=$OUT/online-$1-$2-$3.log port
-    local p=$OUT/online-$1-$2-$3 rate=()
+throughput_online() { # $1 policy, $2 run, $3 offered rate in msg/s for all publishers (open: as fast as they can), $4 QoS
+    local dir=$OUT/data-online-$1 conf=$OUT/online-$1.toml lg=$OUT/online-$1-$2-$3-q$4.log port
+    local p=$OUT/online-$1-$2-$3-q$4 rate=()
     rm -rf "$dir"; : > "$lg"
     port=$(free_port)
     write_config "$conf" "$port" "$dir" "$1" 1000
@@ -266,7 +268,7 @@ throughput_online() { # $1 policy, $2 run, $3 offered rate in msg/s for all publ
     [ "$3" = open ] || rate=(--rate "$(( $3 / 8 ))")
     local c0 c1
     c0=$(cpu_ticks "$BROKER_PID")
-    "$MIDGE" bench pubsub -p "$port" --pubs 8 --subs 1 -q 1 -s 64 --duration "$DURATION" \
+    "$MIDGE" bench pubsub -p "$port" --pubs 8 --subs 1 -q "$4" -s 64 --duration "$DURATION" \
         "${rate[@]}" --session-expiry 3600 --id-prefix "po$$-" --json --no-progress \
         > "$p.json" 2>"$p.err" || true
     c1=$(cpu_ticks "$BROKER_PID")
@@ -274,11 +276,11 @@ throughput_online() { # $1 policy, $2 run, $3 offered rate in msg/s for all publ
     rss=$(status_kb "$BROKER_PID" VmRSS); hwm=$(status_kb "$BROKER_PID" VmHWM)
     size=$(dir_bytes "$dir")
     stop_broker
-    jq -c --arg policy "$1" --argjson run "$2" --arg offered "$3" \
+    jq -c --arg policy "$1" --argjson run "$2" --arg offered "$3" --argjson qos "$4" \
         --argjson cpu "$(( c1 - c0 ))" --argjson tick "$TICK" \
         --argjson rss "$rss" --argjson hwm "$hwm" --argjson size "$size" \
         --argjson errors "$(broker_errors "$lg")" --argjson stop "$STOP_SECS" --argjson rc "$STOP_RC" \
-        '{load: "online", policy: $policy, run: $run, offered: $offered, sent, received, lost,
+        '{load: "online", qos: $qos, policy: $policy, run: $run, offered: $offered, sent, received, lost,
           loss_pct: (if .sent > 0 then 100 * .lost / .sent else null end), recv_rate,
           p50_us: .latency_us.p50, p99_us: .latency_us.p99,
           cpu_us_per_msg: (if .received > 0 then $cpu / $tick * 1e6 / .received else null end),
@@ -357,9 +359,11 @@ if [[ " $ONLY " == *" throughput "* ]]; then
         order=$POLICIES
         [ $((run % 2)) = 1 ] || order=$(echo "$POLICIES" | tr ' ' '\n' | tac | tr '\n' ' ')
         for policy in $order; do
-            for offered in $ONLINE_RATES; do
-                log "online, fsync=$policy, offered $offered, run $run"
-                throughput_online "$policy" "$run" "$offered"
+            for qos in $QOS_LEVELS; do
+                for offered in $ONLINE_RATES; do
+                    log "online, QoS $qos, fsync=$policy, offered $offered, run $run"
+                    throughput_online "$policy" "$run" "$offered" "$qos"
+                done
             done
         done
     done
