@@ -650,7 +650,14 @@ async fn read_before_connack<R: AsyncRead + Unpin>(
             }
         }
         let read = std::future::poll_fn(|cx| poll_read_into(reader, rbuf, cx));
-        match tokio::time::timeout_at(deadline, read).await {
+        // A shutdown does not wait for a CONNECT that may never come: the connection is
+        // closed without a word (no DISCONNECT before CONNACK [MQTT-3.14.0-1]).
+        let mut shutdown = conn.broker.shutdown.clone();
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, read) => r,
+            _ = shutdown.wait_for(|stopping| *stopping) => return Err(Close::PeerGone),
+        };
+        match read {
             Err(_) => {
                 tracing::info!(peer = %conn.peer, "not connected within the connect timeout ({:?}); closing", conn.broker.config.connect_timeout);
                 return Err(Close::PeerGone);

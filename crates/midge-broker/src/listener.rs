@@ -266,8 +266,12 @@ fn serve_tls(
     async move {
         let peer = conn.peer;
         let acceptor = tls.acceptor();
-        let handshake =
-            tokio::time::timeout(conn.broker.config.connect_timeout, acceptor.accept(stream)).await;
+        let mut shutdown = conn.broker.shutdown.clone();
+        let handshake = tokio::select! {
+            h = tokio::time::timeout(conn.broker.config.connect_timeout, acceptor.accept(stream)) => h,
+            // A shutdown does not wait for a handshake that may never end.
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        };
         let stream = match handshake {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

@@ -40,3 +40,26 @@ async fn shutdown_returns_promptly_when_clients_close() {
         start.elapsed()
     );
 }
+
+/// A connection that has not sent its CONNECT yet is closed at once by a shutdown, not
+/// waited for until its connect timeout (here a minute, past the shutdown's grace), and
+/// gets no DISCONNECT: none goes before a CONNACK [MQTT-3.14.0-1].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_connect_yet_does_not_hold_the_shutdown() {
+    use tokio::io::AsyncReadExt;
+    let mut b = TestBroker::start_with(|c| c.connect_timeout = Duration::from_secs(60)).await;
+    let mut silent = tokio::net::TcpStream::connect(b.addr).await.expect("tcp");
+    // The listener accepts in order: once a later client has its CONNACK, the silent
+    // connection was accepted (and waits for its CONNECT).
+    let _later = b.client(V5, "later").await;
+    let shut = tokio::time::timeout(Duration::from_secs(10), b.shutdown(Duration::from_secs(30)));
+    assert!(
+        shut.await.is_ok(),
+        "the shutdown waited for a connection that never sent CONNECT"
+    );
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(RECV_TIMEOUT, silent.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}

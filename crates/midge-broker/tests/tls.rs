@@ -605,3 +605,37 @@ async fn ciphers_and_ciphers_tls13_narrow_the_offered_suites() {
     .expect("an unknown suite is refused");
     assert!(err.to_string().contains("'RC4-SHA'"), "{err}");
 }
+
+/// A TCP connection to a TLS listener that never starts its handshake, and one that has
+/// finished it but not sent CONNECT, do not hold a shutdown until the connect timeout
+/// (here a minute, past the grace): both are closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_before_connect_do_not_hold_a_shutdown() {
+    let dir = TempDir::new("shutdown-handshake");
+    let pki = Pki::new("Midge Test CA");
+    let broker = start(server_files(&dir, &pki), |c| {
+        c.connect_timeout = Duration::from_secs(60)
+    })
+    .await;
+    let addr = broker.local_addrs()[0];
+    let mut silent = TcpStream::connect(addr).await.expect("tcp");
+    let conn = connector(&pki.ca_pem, None);
+    let mut handshaken = TlsClient::open(addr, &conn).await.expect("TLS handshake");
+    // Accepted in order: a later client's CONNACK shows both earlier ones were accepted.
+    let mut later = TlsClient::open(addr, &conn).await.expect("TLS handshake");
+    assert_eq!(later.connect("later", None).await, ReasonCode::SUCCESS);
+    let shut = tokio::time::timeout(
+        Duration::from_secs(10),
+        broker.shutdown(Duration::from_secs(30)),
+    );
+    assert!(
+        shut.await.is_ok(),
+        "the shutdown waited for a connection before CONNECT"
+    );
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(handshaken.recv().await.is_none(), "closed without a packet");
+}
