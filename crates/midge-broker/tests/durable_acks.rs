@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::hold::{held_write_arrives, start, HoldEngine};
+use common::hold::{assert_not_yet, held_write_arrives, start, HoldEngine};
 use common::*;
 use midge_proto::{ByteStr, Packet, Properties, QoS, Subscribe, SubscriptionOptions, Unsubscribe};
 
@@ -18,15 +18,6 @@ fn subscribe_packet(id: u16, filter: &str) -> Packet {
         filters: vec![(ByteStr::from(filter), opts(QoS::AtLeastOnce))],
         properties: Properties::default(),
     })
-}
-
-/// Proves that no packet of `kind` arrived: a PINGREQ round trip after the request.
-async fn assert_not_yet(c: &mut TestClient, what: &str, is: impl Fn(&Packet) -> bool) {
-    c.ping().await;
-    assert!(
-        !c.pending().iter().any(is),
-        "{what} before the store has the change"
-    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::hold::{held_write_arrives, start, HoldEngine};
+use common::hold::{assert_not_yet, held_write_arrives, start, HoldEngine};
 use common::*;
 use midge_proto::{Packet, PubResp, QoS};
 
@@ -156,11 +156,7 @@ async fn pubrel_waits_for_the_durable_record_of_the_pubrec() {
         sub.send(&Packet::PubRec(PubResp::new(delivery.packet_id)))
             .await;
         held_write_arrives(&engine).await;
-        sub.ping().await;
-        assert!(
-            !sub.pending().iter().any(|p| matches!(p, Packet::PubRel(_))),
-            "{version:?}: PUBREL before the new stage is durable"
-        );
+        assert_not_yet(&mut sub, "PUBREL", |p| matches!(p, Packet::PubRel(_))).await;
         drop(held);
         sub.wait_for(|p| matches!(p, Packet::PubRel(r) if r.packet_id == delivery.packet_id))
             .await;
@@ -189,14 +185,10 @@ async fn pubcomp_waits_for_the_durable_release_of_the_packet_identifier() {
         let held = engine.hold();
         publisher.send(&Packet::PubRel(PubResp::new(id))).await;
         held_write_arrives(&engine).await;
-        publisher.ping().await;
-        assert!(
-            !publisher
-                .pending()
-                .iter()
-                .any(|p| matches!(p, Packet::PubComp(_))),
-            "{version:?}: PUBCOMP before the release is durable"
-        );
+        assert_not_yet(&mut publisher, "PUBCOMP", |p| {
+            matches!(p, Packet::PubComp(_))
+        })
+        .await;
         drop(held);
         publisher
             .wait_for(|p| matches!(p, Packet::PubComp(c) if c.packet_id == id))

@@ -67,11 +67,16 @@ impl Node {
         wait_ready(self.addr).await;
     }
 
-    /// SIGKILL, then start again on the same data.
-    async fn crash_and_restart(&mut self) {
+    /// SIGKILL; the data stays for a later `spawn`.
+    fn crash(&mut self) {
         if let Some(mut c) = self.child.take() {
             kill(&mut c);
         }
+    }
+
+    /// SIGKILL, then start again on the same data.
+    async fn crash_and_restart(&mut self) {
+        self.crash();
         self.spawn().await;
     }
 
@@ -96,9 +101,7 @@ impl Drop for Node {
                 eprintln!("--- broker log ---\n{log}");
             }
         }
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c);
-        }
+        self.crash();
         // `dir` is removed when the field drops, after the process is gone.
     }
 }
@@ -438,10 +441,7 @@ async fn expired_sessions_and_messages_are_dropped_on_load() {
     p.publish("e/late", "stays", QoS::AtLeastOnce, false, |_| {})
         .await;
     // The broker is down while both the 1 s session and the 1 s message expire.
-    if let Some(mut c) = node.child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    node.crash();
     tokio::time::sleep(Duration::from_millis(1500)).await; // real expiry time must pass
     node.spawn().await;
     let short = Client::connect(node.addr, "short", |_| {}).await;
@@ -511,9 +511,7 @@ async fn a_will_due_at_the_restart_reaches_sessions_restored_after_its_own() {
     })
     .await;
     wait_connected(&mut probe, 1).await;
-    if let Some(mut c) = node.child.take() {
-        kill(&mut c);
-    }
+    node.crash();
     tokio::time::sleep(Duration::from_millis(1100)).await; // real delay time must pass
     node.spawn().await;
     let mut last =

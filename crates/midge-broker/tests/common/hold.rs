@@ -1,8 +1,9 @@
 //! A broker on an in-memory store whose writes a test can hold: while a write is held, its
 //! commit is not durable, and a test looks at what clients get meanwhile.
 
-use super::{test_config, TestBroker, RECV_TIMEOUT};
+use super::{test_config, TestBroker, TestClient, RECV_TIMEOUT};
 use midge_broker::{Broker, Config};
+use midge_proto::Packet;
 use midge_store::engine::memory::MemoryEngine;
 use midge_store::engine::{Engine, EngineError, Visit, Write};
 use midge_store::{Durability, SessionStore, Store, StoreOptions, Table};
@@ -133,4 +134,14 @@ pub async fn held_write_arrives(engine: &HoldEngine) {
     .await
     .expect("the publisher's commit reaches the store")
     .expect("waiting thread");
+}
+
+/// Proves that no packet `is` picks arrived from the broker: a PINGREQ round trip after
+/// the request (the broker answers in order, so one sent earlier would be here).
+pub async fn assert_not_yet(c: &mut TestClient, what: &str, is: impl Fn(&Packet) -> bool) {
+    c.ping().await;
+    assert!(
+        !c.pending().iter().any(is),
+        "{what} before the store has the change"
+    );
 }
